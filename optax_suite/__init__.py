@@ -1,0 +1,68 @@
+"""optax_suite: Keras 3 optimizers as pure, composable optax transformations.
+
+The factories (:func:`adam`, :func:`adamax`, :func:`adadelta`,
+:func:`rmsprop`) take Keras's arguments and give Keras's numbers; every
+feature they chain is also public on its own.
+"""
+
+from optax_suite import schedules
+from optax_suite._accumulation import accumulate_gradients
+from optax_suite._accumulation import AccumulationState
+from optax_suite._adadelta import scale_by_adadelta
+from optax_suite._adadelta import ScaleByAdadeltaState
+from optax_suite._adam import scale_by_adam
+from optax_suite._adam import ScaleByAdamState
+from optax_suite._adamax import scale_by_adamax
+from optax_suite._adamax import ScaleByAdamaxState
+from optax_suite._aliases import adadelta
+from optax_suite._aliases import adam
+from optax_suite._aliases import adamax
+from optax_suite._aliases import rmsprop
+from optax_suite._clipping import clip_by_global_norm
+from optax_suite._clipping import clip_by_norm
+from optax_suite._clipping import clip_by_value
+from optax_suite._clipping import global_norm
+from optax_suite._ema import ema
+from optax_suite._ema import EmaState
+from optax_suite._ema import finalize_variable_values
+from optax_suite._optimizer import keras_optimizer
+from optax_suite._optimizer import KerasOptimizer
+from optax_suite._optimizer import KerasOptimizerState
+from optax_suite._rmsprop import scale_by_rmsprop
+from optax_suite._rmsprop import ScaleByRmspropState
+from optax_suite._weight_decay import add_decoupled_weight_decay
+from optax_suite._weight_decay import decay_mask
+from optax_suite._weight_decay import DecoupledWeightDecayState
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AccumulationState",
+    "DecoupledWeightDecayState",
+    "EmaState",
+    "KerasOptimizer",
+    "KerasOptimizerState",
+    "ScaleByAdadeltaState",
+    "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByRmspropState",
+    "accumulate_gradients",
+    "adadelta",
+    "adam",
+    "adamax",
+    "add_decoupled_weight_decay",
+    "clip_by_global_norm",
+    "clip_by_norm",
+    "clip_by_value",
+    "decay_mask",
+    "ema",
+    "finalize_variable_values",
+    "global_norm",
+    "keras_optimizer",
+    "rmsprop",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_rmsprop",
+    "schedules",
+)

@@ -1,0 +1,100 @@
+"""Keras-style gradient accumulation that does no update work on micro-steps."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_suite import _common
+
+
+class AccumulationState(NamedTuple):
+  """State of :func:`accumulate_gradients`."""
+  count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
+  accumulated: optax.Updates  # like params (acc dtype), sum since last update.
+  inner_state: optax.OptState  # state of the wrapped transformation.
+
+
+def accumulate_gradients(
+    inner: optax.GradientTransformation,
+    gradient_accumulation_steps: int,
+    *,
+    acc_dtype: Optional[Any] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Runs ``inner`` once every ``gradient_accumulation_steps`` calls.
+
+  On a micro-step (``(count + 1) % k != 0``) the gradient is added to the
+  accumulator and the update is zero; ``inner`` and its state are not
+  touched. On the ``k``-th call ``inner`` receives
+
+  .. math:: \bar g = (g + \textstyle\sum_{\text{micro-steps}} g) / k
+
+  and the accumulator is reset. The branch is a ``jax.lax.cond``, so a
+  micro-step costs an addition, not an optimizer update (optax's
+  ``MultiSteps`` and Keras's JAX backend compute the update every call). The
+  step count of ``inner`` counts update steps only, as Keras's
+  ``iterations`` does.
+
+  Args:
+    inner: the transformation to run on the mean gradient.
+    gradient_accumulation_steps: ``k``, an integer >= 2.
+    acc_dtype: dtype of the accumulator; default the parameter's dtype.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = ox.accumulate_gradients(optax.sgd(1.0), 2)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> u1, state = tx.update(jnp.array([1.0]), state)
+    >>> u2, state = tx.update(jnp.array([3.0]), state)
+    >>> u1, u2
+    (Array([0.], dtype=float32), Array([-2.], dtype=float32))
+  """
+  _common.check_int_at_least(
+      "gradient_accumulation_steps", gradient_accumulation_steps, 2)
+  inner = optax.with_extra_args_support(inner)
+  k = gradient_accumulation_steps
+
+  def init_fn(params):
+    zeros = lambda p: _common.zeros_like(p, acc_dtype)
+    return AccumulationState(
+        jnp.zeros([], jnp.int32),
+        _common.tree_map(zeros, params),
+        inner.init(params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    is_update = (state.count + 1) % k == 0
+
+    def add(acc, g):
+      return None if acc is None else (acc + g).astype(acc.dtype)
+
+    def update_branch(operands):
+      grads, acc, inner_state, params = operands
+      mean = _common.tree_map(
+          lambda a, g: g if a is None else (g + a) / k, acc, grads)
+      new_updates, inner_state = inner.update(
+          mean, inner_state, params, **extra_args)
+      reset = _common.tree_map(
+          lambda a: None if a is None else jnp.zeros_like(a), acc)
+      return new_updates, reset, inner_state
+
+    def micro_branch(operands):
+      grads, acc, inner_state, params = operands
+      zero = _common.tree_map(
+          lambda a, g: _common.zero_update(g), acc, grads)
+      return zero, _common.tree_map(add, acc, grads), inner_state
+
+    new_updates, acc, inner_state = jax.lax.cond(
+        is_update, update_branch, micro_branch,
+        (updates, state.accumulated, state.inner_state, params))
+    return new_updates, AccumulationState(
+        optax.safe_increment(state.count), acc, inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

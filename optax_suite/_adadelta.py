@@ -1,0 +1,92 @@
+"""Keras's Adadelta as an optax transformation."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax.numpy as jnp
+import optax
+
+from optax_suite import _common
+
+
+class ScaleByAdadeltaState(NamedTuple):
+  """State of :func:`scale_by_adadelta`."""
+  count: chex.Array  # int32 [], update steps taken (for schedules).
+  accumulated_grad: optax.Updates  # like params (slot dtype), E[g^2].
+  accumulated_delta_var: optax.Updates  # like params (slot dtype), E[dx^2].
+
+
+def scale_by_adadelta(
+    learning_rate: _common.ScalarOrSchedule = 1.0,
+    rho: float = 0.95,
+    epsilon: float = 1e-7,
+    *,
+    slot_dtype: Optional[Any] = None,
+) -> optax.GradientTransformation:
+  r"""Scales updates by Keras's Adadelta rule, learning rate included.
+
+  Both running averages decay with ``rho``; the learning rate multiplies the
+  Adadelta step:
+
+  .. math::
+    E[g^2] &\leftarrow \rho E[g^2] + (1 - \rho) g^2 \\
+    \delta &= g \sqrt{E[\Delta x^2] + \epsilon} / \sqrt{E[g^2] + \epsilon} \\
+    E[\Delta x^2] &\leftarrow \rho E[\Delta x^2] + (1 - \rho) \delta^2 \\
+    \Delta &= \eta\, \delta
+
+  The output points up the gradient: negate it, or keep ``learning_rate=1.0``
+  and chain ``optax.scale_by_learning_rate``.
+
+  Args:
+    learning_rate: number or schedule ``step -> lr`` (step = update count).
+    rho: decay rate of both running averages, in [0, 1).
+    epsilon: added under both square roots, >= 0.
+    slot_dtype: dtype of the running averages; default the parameter's dtype.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = optax.chain(ox.scale_by_adadelta(), optax.scale(-1.0))
+    >>> state = tx.init({'w': jnp.zeros(2)})
+    >>> updates, state = tx.update({'w': jnp.array([1.0, -1.0])}, state)
+    >>> updates['w']
+    Array([-0.0014..., 0.0014...], dtype=float32)
+  """
+  _common.check_learning_rate(learning_rate)
+  _common.check_unit_interval("rho", rho)
+  _common.check_non_negative("epsilon", epsilon)
+
+  def init_fn(params):
+    zeros = lambda p: _common.zeros_like(p, slot_dtype)
+    return ScaleByAdadeltaState(
+        jnp.zeros([], jnp.int32),
+        _common.tree_map(zeros, params),
+        _common.tree_map(zeros, params),
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    lr = _common.learning_rate_at(learning_rate, state.count)
+    one_minus_rho = 1 - rho
+
+    def leaf(acc_g, g, acc_dx):
+      if acc_g is None:
+        return _common.zero_update(g), None, None
+      dt = _common.compute_dtype(g.dtype)
+      g32, ag, ad = g.astype(dt), acc_g.astype(dt), acc_dx.astype(dt)
+      ag = rho * ag + one_minus_rho * jnp.square(g32)
+      delta = (jnp.sqrt(ad + epsilon) * g32) / jnp.sqrt(ag + epsilon)
+      ad = rho * ad + one_minus_rho * jnp.square(delta)
+      step = lr.astype(dt) * delta
+      return step.astype(g.dtype), ag.astype(acc_g.dtype), ad.astype(acc_dx.dtype)
+
+    step, acc_g, acc_dx = _common.tree_map_n(
+        leaf, 3, state.accumulated_grad, updates, state.accumulated_delta_var)
+    return step, ScaleByAdadeltaState(
+        optax.safe_increment(state.count), acc_g, acc_dx)
+
+  return optax.GradientTransformation(init_fn, update_fn)

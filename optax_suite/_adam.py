@@ -1,0 +1,113 @@
+"""Keras's Adam as an optax transformation (epsilon hat, optional AMSGrad)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_suite import _common
+
+
+class ScaleByAdamState(NamedTuple):
+  """State of :func:`scale_by_adam`."""
+  count: chex.Array  # int32 [], update steps taken (Keras `iterations`).
+  mu: optax.Updates  # like params (slot dtype), first moment.
+  nu: optax.Updates  # like params (slot dtype), second moment.
+  nu_hat: Optional[optax.Updates]  # like params, max of `nu`; None w/o amsgrad.
+
+
+def scale_by_adam(
+    learning_rate: _common.ScalarOrSchedule = 1.0,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    *,
+    slot_dtype: Optional[Any] = None,
+) -> optax.GradientTransformation:
+  r"""Scales updates by Keras's Adam rule, learning rate included.
+
+  With :math:`t` the update step (from 1) and :math:`\eta` the learning rate:
+
+  .. math::
+    m &\leftarrow m + (g - m)(1 - \beta_1) \\
+    v &\leftarrow v + (g^2 - v)(1 - \beta_2) \\
+    \alpha &= \eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t) \\
+    u &= \alpha\, m / (\sqrt{v} + \hat\epsilon)
+
+  ``epsilon`` is Keras's "epsilon hat", added after the bias correction, not
+  optax's. With ``amsgrad`` the running maximum of :math:`v` replaces it. The
+  output points up the gradient: negate it (``optax.scale(-1.0)``) or leave
+  ``learning_rate=1.0`` and chain ``optax.scale_by_learning_rate``.
+  Low-precision leaves are computed in float32 and cast back.
+
+  Args:
+    learning_rate: number or schedule ``step -> lr`` (step = update count).
+    beta_1: decay rate of the first moment, in [0, 1).
+    beta_2: decay rate of the second moment, in [0, 1).
+    epsilon: epsilon hat, >= 0.
+    amsgrad: keep the maximum of the second moment (AMSGrad).
+    slot_dtype: dtype of the moments; default the parameter's dtype.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = optax.chain(ox.scale_by_adam(), optax.scale_by_learning_rate(0.1))
+    >>> params = {'w': jnp.array([1.0, -2.0])}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({'w': jnp.array([0.5, -0.5])}, state)
+    >>> optax.apply_updates(params, updates)['w']
+    Array([ 0.9, -1.9], dtype=float32)
+  """
+  _common.check_learning_rate(learning_rate)
+  _common.check_unit_interval("beta_1", beta_1)
+  _common.check_unit_interval("beta_2", beta_2)
+  _common.check_non_negative("epsilon", epsilon)
+
+  def init_fn(params):
+    mu = _common.tree_map(lambda p: _common.zeros_like(p, slot_dtype), params)
+    nu = _common.tree_map(lambda p: _common.zeros_like(p, slot_dtype), params)
+    nu_hat = (
+        _common.tree_map(lambda p: _common.zeros_like(p, slot_dtype), params)
+        if amsgrad else None
+    )
+    return ScaleByAdamState(jnp.zeros([], jnp.int32), mu, nu, nu_hat)
+
+  def update_fn(updates, state, params=None):
+    del params
+    lr = _common.learning_rate_at(learning_rate, state.count)
+    t = (state.count + 1).astype(jnp.float32)
+    b1_power = jnp.power(jnp.asarray(beta_1, jnp.float32), t)
+    b2_power = jnp.power(jnp.asarray(beta_2, jnp.float32), t)
+    alpha = lr * jnp.sqrt(1 - b2_power) / (1 - b1_power)
+    one_minus_b1, one_minus_b2 = 1 - beta_1, 1 - beta_2
+
+    def leaf(m, g, v, v_hat):
+      if m is None:
+        return _common.zero_update(g), None, None, None
+      dt = _common.compute_dtype(g.dtype)
+      g32, m32, v32 = g.astype(dt), m.astype(dt), v.astype(dt)
+      m32 = m32 + (g32 - m32) * one_minus_b1
+      v32 = v32 + (jnp.square(g32) - v32) * one_minus_b2
+      denom_v = v32
+      if v_hat is not None:
+        v_hat = jnp.maximum(v_hat.astype(dt), v32)
+        denom_v = v_hat
+        v_hat = v_hat.astype(m.dtype)
+      u = (m32 * alpha.astype(dt)) / (jnp.sqrt(denom_v) + epsilon)
+      return u.astype(g.dtype), m32.astype(m.dtype), v32.astype(v.dtype), v_hat
+
+    nu_hat = state.nu_hat if amsgrad else jax.tree.map(lambda _: None, state.mu)
+    u, mu, nu, nu_hat = _common.tree_map_n(
+        leaf, 4, state.mu, updates, state.nu, nu_hat)
+    return u, ScaleByAdamState(
+        optax.safe_increment(state.count), mu, nu, nu_hat if amsgrad else None
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,216 @@
+"""Small shared helpers: argument checks, learning rates and leaf maps.
+
+Nothing here is public. Every transformation in the package goes through
+these helpers so that the rules (which leaves are trained, how a learning rate
+is read, what a bad argument gets) live in one place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ScalarOrSchedule = Union[float, int, jax.Array, Callable[..., Any]]
+
+
+# ----------------------------------------------------------------------------
+# Argument checks. They run at construction on concrete values only: under
+# `optax.inject_hyperparams` the same factory is called again inside `update`
+# with traced hyperparameters, which cannot (and need not) be checked again.
+
+
+def is_concrete(value: Any) -> bool:
+  """True for Python numbers and concrete arrays, False for tracers."""
+  return not isinstance(value, jax.core.Tracer)
+
+
+def _as_float(value: Any) -> Optional[float]:
+  if isinstance(value, bool) or value is None or callable(value):
+    return None
+  if not is_concrete(value):
+    return None
+  try:
+    return float(np.asarray(value))
+  except (TypeError, ValueError):
+    return None
+
+
+def check_number(name: str, value: Any) -> None:
+  """Refuses anything that is not a real number (or a traced scalar)."""
+  if isinstance(value, bool) or (
+      is_concrete(value) and _as_float(value) is None
+  ):
+    raise ValueError(
+        f"`{name}` must be a number. Received: {name}={value!r}"
+    )
+
+
+def check_non_negative(name: str, value: Any) -> None:
+  """`value` must be a finite number >= 0."""
+  check_number(name, value)
+  v = _as_float(value)
+  if v is not None and (not math.isfinite(v) or v < 0):
+    raise ValueError(
+        f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
+    )
+
+
+def check_unit_interval(
+    name: str, value: Any, *, closed_right: bool = False
+) -> None:
+  """`value` must lie in [0, 1) (or [0, 1] when `closed_right`)."""
+  check_number(name, value)
+  v = _as_float(value)
+  upper_ok = (v <= 1) if closed_right else (v < 1)
+  if v is not None and not (math.isfinite(v) and 0 <= v and upper_ok):
+    interval = "[0, 1]" if closed_right else "[0, 1)"
+    raise ValueError(
+        f"`{name}` must be in the range {interval}. Received: {name}={value!r}"
+    )
+
+
+def check_int_at_least(name: str, value: Any, minimum: int) -> None:
+  """`value` must be an integer >= `minimum` (a concrete integer array is ok)."""
+  if not is_concrete(value):
+    return
+  ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+  if not ok and isinstance(value, (jax.Array, np.ndarray)):
+    ok = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
+  if not ok or int(value) < minimum:
+    raise ValueError(
+        f"`{name}` must be an integer >= {minimum} or None. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def check_learning_rate(value: Any) -> None:
+  """A learning rate is a number >= 0 or a callable (schedule)."""
+  if callable(value):
+    return
+  check_non_negative("learning_rate", value)
+
+
+# ----------------------------------------------------------------------------
+# Learning rates.
+
+
+def is_zero_arg_callable(fn: Callable[..., Any]) -> bool:
+  """Whether `fn` is called with no argument (Keras's callable lr)."""
+  try:
+    sig = inspect.signature(fn)
+  except (TypeError, ValueError):
+    return False
+  required = [
+      p for p in sig.parameters.values()
+      if p.default is p.empty
+      and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+  ]
+  return not required
+
+
+def learning_rate_at(learning_rate: ScalarOrSchedule, step: jax.Array):
+  """The learning rate to use at optimizer call `step`, as float32.
+
+  `learning_rate` may be a number, a schedule `step -> lr` (optax's, ours or a
+  Keras `LearningRateSchedule`) or a zero-argument callable. A zero-argument
+  callable is evaluated on every `update`, which under `jax.jit` means once,
+  at trace time.
+  """
+  if callable(learning_rate):
+    if is_zero_arg_callable(learning_rate):
+      value = learning_rate()
+    else:
+      value = learning_rate(step)
+  else:
+    value = learning_rate
+  return jnp.asarray(value, dtype=jnp.float32)
+
+
+# ----------------------------------------------------------------------------
+# Leaves. Only floating-point leaves are trained; integer and boolean leaves
+# get a zero update and no slot (their slot is `None`).
+
+
+def is_trainable(x: Any) -> bool:
+  return (
+      x is not None
+      and hasattr(x, "dtype")
+      and jnp.issubdtype(x.dtype, jnp.floating)
+  )
+
+
+def _none_is_leaf(x: Any) -> bool:
+  return x is None
+
+
+def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+  """`jax.tree.map` over `tree`, handing its `None` leaves to `fn`."""
+  return jax.tree.map(fn, tree, *rest, is_leaf=_none_is_leaf)
+
+
+def zeros_like(p: Any, dtype: Any = None) -> Any:
+  """A zero slot for a trainable leaf, `None` for any other leaf.
+
+  The slot keeps `p`'s sharding (the same as `jnp.zeros_like`, which keeps it
+  eagerly and lets the compiler propagate it under `jax.jit`).
+  """
+  if not is_trainable(p):
+    return None
+  return jnp.zeros_like(p, dtype=dtype or p.dtype)
+
+
+def zero_update(g: Any) -> Any:
+  """The update of a leaf that is not trained: zeros of its own dtype."""
+  if g is None:
+    return None
+  g = jnp.asarray(g)
+  if g.dtype == jax.dtypes.float0:
+    return g
+  return jnp.zeros_like(g)
+
+
+def compute_dtype(dtype: Any) -> Any:
+  """Updates are computed in float32 at least (float64 stays float64)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_params(params: Any, needed_for: str) -> None:
+  if params is None:
+    raise ValueError(
+        f"`params` must be passed to `update` when {needed_for} is used: "
+        "call `opt.update(grads, state, params)`."
+    )
+
+
+def check_same_structure(grads: Any, params: Any) -> None:
+  """Grads and params must have the same tree structure."""
+  if params is None:
+    return
+  gs = jax.tree.structure(grads, is_leaf=_none_is_leaf)
+  ps = jax.tree.structure(params, is_leaf=_none_is_leaf)
+  if gs != ps:
+    raise ValueError(
+        "The structure of the gradients does not match the structure of "
+        f"`params`.\n  grads:  {gs}\n  params: {ps}"
+    )
+
+
+class _Pack:
+  """An opaque leaf holding several per-leaf results (not a pytree node)."""
+  __slots__ = ("values",)
+
+  def __init__(self, values):
+    self.values = values
+
+
+def tree_map_n(fn: Callable[..., tuple], n: int, tree: Any, *rest: Any):
+  """Maps `fn` (returning an `n`-tuple) over leaves; returns `n` trees."""
+  packed = tree_map(lambda *a: _Pack(fn(*a)), tree, *rest)
+  return tuple(
+      jax.tree.map(lambda pk, i=i: pk.values[i], packed) for i in range(n)
+  )

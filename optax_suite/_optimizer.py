@@ -1,0 +1,197 @@
+"""How the package's optimizers are put together from its transformations.
+
+A Keras optimizer step is, in order: unscale the gradients by the static
+loss-scale factor, accumulate them, clip them, decay the weights, apply the
+optimizer's own rule, and keep the parameter EMA. :func:`keras_optimizer`
+chains the package's transformations in exactly that order; the factories
+(:func:`optax_suite.adam` and friends) only add their own rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_suite import _accumulation
+from optax_suite import _clipping
+from optax_suite import _common
+from optax_suite import _ema
+from optax_suite import _weight_decay
+
+
+class KerasOptimizerState(NamedTuple):
+  """State of every optimizer built by :func:`keras_optimizer`."""
+  count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
+  loss_scale_factor: chex.Array  # float32 [], static loss scale (1.0 if None).
+  inner: optax.OptState  # chain state, wrapped in AccumulationState if k > 1.
+  ema: Union[_ema.EmaState, optax.EmptyState]  # EMA of the params, if used.
+
+
+class KerasOptimizer(optax.GradientTransformationExtraArgs):
+  """A ``GradientTransformationExtraArgs`` that also knows its Keras config.
+
+  It is the ``(init, update)`` pair optax expects; ``config`` holds the
+  arguments it was built with (see :func:`optax_suite.get_config`).
+  """
+  config: dict
+  factory: Callable[..., Any]
+
+
+def check_base_arguments(
+    *, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm,
+    ema_momentum, ema_overwrite_frequency, loss_scale_factor,
+    gradient_accumulation_steps, exclude_from_weight_decay, weight_decay_mask,
+) -> None:
+  """Construction-time checks of Keras's base optimizer arguments."""
+  _common.check_learning_rate(learning_rate)
+  for name, value in (("weight_decay", weight_decay), ("clipnorm", clipnorm),
+                      ("clipvalue", clipvalue),
+                      ("global_clipnorm", global_clipnorm)):
+    if value is not None:
+      _common.check_non_negative(name, value)
+  if sum(v is not None for v in (clipnorm, clipvalue, global_clipnorm)) > 1:
+    raise ValueError(
+        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be "
+        f"set. Received: clipnorm={clipnorm}, clipvalue={clipvalue}, "
+        f"global_clipnorm={global_clipnorm}")
+  _common.check_unit_interval("ema_momentum", ema_momentum, closed_right=True)
+  if ema_overwrite_frequency is not None:
+    _common.check_int_at_least(
+        "ema_overwrite_frequency", ema_overwrite_frequency, 1)
+  if gradient_accumulation_steps is not None:
+    _common.check_int_at_least(
+        "gradient_accumulation_steps", gradient_accumulation_steps, 2)
+  if loss_scale_factor is not None:
+    _common.check_non_negative("loss_scale_factor", loss_scale_factor)
+    if _common.is_concrete(loss_scale_factor) and float(loss_scale_factor) == 0:
+      raise ValueError(
+          "`loss_scale_factor` must be > 0 or None. "
+          f"Received: loss_scale_factor={loss_scale_factor!r}")
+  if exclude_from_weight_decay is not None and (
+      isinstance(exclude_from_weight_decay, str)
+      or not all(isinstance(s, str) for s in exclude_from_weight_decay)):
+    raise ValueError(
+        "`exclude_from_weight_decay` must be a list of strings or None. "
+        f"Received: exclude_from_weight_decay={exclude_from_weight_decay!r}")
+  del weight_decay_mask  # Any tree of booleans or callable is accepted.
+
+
+def _clip(clipnorm, clipvalue, global_clipnorm) -> optax.GradientTransformation:
+  if clipnorm is not None:
+    return _clipping.clip_by_norm(clipnorm)
+  if global_clipnorm is not None:
+    return _clipping.clip_by_global_norm(global_clipnorm)
+  if clipvalue is not None:
+    return _clipping.clip_by_value(clipvalue)
+  return optax.identity()
+
+
+def keras_optimizer(
+    scale_by_rule: Callable[[jax.Array], optax.GradientTransformation],
+    *,
+    learning_rate: _common.ScalarOrSchedule = 0.001,
+    weight_decay: Optional[float] = None,
+    clipnorm: Optional[float] = None,
+    clipvalue: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: Optional[int] = None,
+    loss_scale_factor: Optional[float] = None,
+    gradient_accumulation_steps: Optional[int] = None,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+    weight_decay_mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Chains a Keras update rule with Keras's base optimizer options.
+
+  One call of ``update`` does what one ``keras.Optimizer.apply`` does:
+
+  .. math::
+    g \leftarrow g / s \;\to\; \text{accumulate} \;\to\; \text{clip}
+    \;\to\; u = -(\text{rule}_{\eta_t}(g) + w \lambda \eta_t)
+    \;\to\; \text{EMA}
+
+  where :math:`\eta_t` is the learning rate at call ``t`` (schedules count
+  every call) and the rule's bias correction counts update steps. The
+  learning rate is resolved once per call and handed to the rule, to the
+  weight decay and nowhere else.
+
+  Args:
+    scale_by_rule: ``lr -> GradientTransformation`` giving the rule's step
+      (pointing up the gradient), e.g. ``lambda lr: scale_by_adam(lr)``.
+    learning_rate: number, schedule ``step -> lr`` or zero-argument callable.
+    weight_decay: Keras's decoupled weight decay, or None.
+    clipnorm: per-leaf norm bound, or None.
+    clipvalue: element-wise bound, or None.
+    global_clipnorm: global norm bound, or None.
+    use_ema: keep a moving average of the parameters.
+    ema_momentum: its momentum.
+    ema_overwrite_frequency: overwrite the parameters every so many steps.
+    loss_scale_factor: static loss scale to divide the gradients by.
+    gradient_accumulation_steps: update every so many calls, or None.
+    exclude_from_weight_decay: name patterns that do not decay.
+    weight_decay_mask: tree of booleans or callable; True means decay.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
+    ``(grads, state, params)``.
+  """
+  check_base_arguments(
+      learning_rate=learning_rate, weight_decay=weight_decay,
+      clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+      ema_momentum=ema_momentum,
+      ema_overwrite_frequency=ema_overwrite_frequency,
+      loss_scale_factor=loss_scale_factor,
+      gradient_accumulation_steps=gradient_accumulation_steps,
+      exclude_from_weight_decay=exclude_from_weight_decay,
+      weight_decay_mask=weight_decay_mask)
+  clip = _clip(clipnorm, clipvalue, global_clipnorm)
+
+  def step_transform(lr) -> optax.GradientTransformation:
+    parts = [clip, scale_by_rule(lr), _weight_decay.descend_with_weight_decay(
+        weight_decay, lr, weight_decay_mask=weight_decay_mask,
+        exclude_from_weight_decay=exclude_from_weight_decay)]
+    tx = optax.chain(*parts)
+    if gradient_accumulation_steps is not None:
+      tx = _accumulation.accumulate_gradients(tx, gradient_accumulation_steps)
+    return tx
+
+  average = _ema.ema(
+      ema_momentum, ema_overwrite_frequency,
+      gradient_accumulation_steps=gradient_accumulation_steps,
+  ) if use_ema else None
+  needs_params = [n for n, on in (("weight decay", weight_decay is not None),
+                                  ("EMA (`use_ema=True`)", use_ema)) if on]
+
+  def init_fn(params):
+    scale = 1.0 if loss_scale_factor is None else loss_scale_factor
+    return KerasOptimizerState(
+        count=jnp.zeros([], jnp.int32),
+        loss_scale_factor=jnp.asarray(scale, jnp.float32),
+        inner=step_transform(jnp.zeros([], jnp.float32)).init(params),
+        ema=average.init(params) if use_ema else optax.EmptyState(),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    for needed_for in needs_params:
+      _common.check_params(params, needed_for)
+    _common.check_same_structure(updates, params)
+    if loss_scale_factor is not None:
+      updates = jax.tree.map(
+          lambda g: g / state.loss_scale_factor.astype(g.dtype)
+          if _common.is_trainable(g) else g, updates)
+    lr = _common.learning_rate_at(learning_rate, state.count)
+    updates, inner = step_transform(lr).update(updates, state.inner, params)
+    ema_state = state.ema
+    if use_ema:
+      updates, ema_state = average.update(updates, state.ema, params)
+    return updates, KerasOptimizerState(
+        optax.safe_increment(state.count), state.loss_scale_factor, inner,
+        ema_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

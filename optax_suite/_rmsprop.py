@@ -1,0 +1,123 @@
+"""Keras's RMSprop as an optax transformation (lr inside the momentum)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_suite import _common
+
+
+class ScaleByRmspropState(NamedTuple):
+  """State of :func:`scale_by_rmsprop`."""
+  count: chex.Array  # int32 [], update steps taken (for schedules).
+  velocity: optax.Updates  # like params (slot dtype), E[g^2].
+  momentum: Optional[optax.Updates]  # like params; None when momentum == 0.
+  average_gradient: Optional[optax.Updates]  # like params; None unless centered.
+
+
+def _uses_momentum(momentum: Any) -> bool:
+  """A momentum buffer exists unless momentum is a concrete zero (Keras)."""
+  if not _common.is_concrete(momentum):
+    return True
+  return float(momentum) > 0
+
+
+def scale_by_rmsprop(
+    learning_rate: _common.ScalarOrSchedule = 1.0,
+    rho: float = 0.9,
+    momentum: float = 0.0,
+    epsilon: float = 1e-7,
+    centered: bool = False,
+    *,
+    slot_dtype: Optional[Any] = None,
+) -> optax.GradientTransformation:
+  r"""Scales updates by Keras's RMSprop rule, learning rate included.
+
+  .. math::
+    v &\leftarrow \rho v + (1 - \rho) g^2 \\
+    a &\leftarrow \rho a + (1 - \rho) g \quad \text{(centered only)} \\
+    i &= \eta\, g / \sqrt{v - a^2 + \epsilon} \quad (a = 0 \text{ unless centered}) \\
+    \mu &\leftarrow \gamma \mu + i, \quad \Delta = \mu \quad
+      (\Delta = i \text{ when } \gamma = 0)
+
+  ``epsilon`` sits inside the square root and the learning rate inside the
+  momentum buffer, as in Keras, so a changing learning rate affects only new
+  increments. The momentum buffer exists only when ``momentum > 0`` at
+  construction (Keras's slots); under ``optax.inject_hyperparams`` a momentum
+  that starts at 0 therefore stays 0. The output points up the gradient.
+
+  Args:
+    learning_rate: number or schedule ``step -> lr`` (step = update count).
+    rho: decay rate of the running averages, in [0, 1).
+    momentum: heavy-ball momentum, in [0, 1).
+    epsilon: added under the square root, >= 0.
+    centered: subtract the squared running mean of the gradient.
+    slot_dtype: dtype of the slots; default the parameter's dtype.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = optax.chain(ox.scale_by_rmsprop(learning_rate=0.1), optax.scale(-1.0))
+    >>> state = tx.init({'w': jnp.array(10.0)})
+    >>> updates, state = tx.update({'w': jnp.array(10.0)}, state)
+    >>> 10.0 + updates['w']
+    Array(9.683772, dtype=float32)
+  """
+  _common.check_learning_rate(learning_rate)
+  _common.check_unit_interval("rho", rho)
+  _common.check_unit_interval("momentum", momentum)
+  _common.check_non_negative("epsilon", epsilon)
+
+  def init_fn(params):
+    zeros = lambda p: _common.zeros_like(p, slot_dtype)
+    return ScaleByRmspropState(
+        jnp.zeros([], jnp.int32),
+        _common.tree_map(zeros, params),
+        _common.tree_map(zeros, params) if _uses_momentum(momentum) else None,
+        _common.tree_map(zeros, params) if centered else None,
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    lr = _common.learning_rate_at(learning_rate, state.count)
+    one_minus_rho = 1 - rho
+    has_momentum = state.momentum is not None
+    nones = jax.tree.map(lambda _: None, state.velocity)
+    mom_in = state.momentum if has_momentum else nones
+    avg_in = state.average_gradient if centered else nones
+
+    def leaf(v, g, mom, avg):
+      if v is None:
+        return _common.zero_update(g), None, None, None
+      dt = _common.compute_dtype(g.dtype)
+      g32, v32 = g.astype(dt), v.astype(dt)
+      v32 = rho * v32 + one_minus_rho * jnp.square(g32)
+      if avg is not None:
+        a32 = rho * avg.astype(dt) + one_minus_rho * g32
+        denom = v32 - jnp.square(a32) + epsilon
+        avg = a32.astype(avg.dtype)
+      else:
+        denom = v32 + epsilon
+      step = (lr.astype(dt) * g32) / jnp.sqrt(denom)
+      if mom is not None:
+        step = momentum * mom.astype(dt) + step
+        mom = step.astype(mom.dtype)
+      return step.astype(g.dtype), v32.astype(v.dtype), mom, avg
+
+    step, velocity, mom, avg = _common.tree_map_n(
+        leaf, 4, state.velocity, updates, mom_in, avg_in)
+    return step, ScaleByRmspropState(
+        optax.safe_increment(state.count),
+        velocity,
+        mom if has_momentum else None,
+        avg if centered else None,
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,180 @@
+"""Keras-style decoupled weight decay, with exclusions by name or mask."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_suite import _common
+
+MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
+
+
+class DecoupledWeightDecayState(NamedTuple):
+  """State of :func:`add_decoupled_weight_decay`."""
+  count: chex.Array  # int32 [], calls so far (for a learning-rate schedule).
+
+
+def decay_mask(
+    params: Any,
+    weight_decay_mask: MaskOrFn = None,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+) -> Any:
+  """The tree of booleans saying which leaves decay (True means decay).
+
+  A leaf decays when it is a floating-point array, ``weight_decay_mask`` (a
+  tree of booleans, or a callable ``params -> tree``) does not say False for
+  it, and none of the ``exclude_from_weight_decay`` patterns is found in its
+  key path (``jax.tree_util.keystr``). The patterns are joined into one
+  regular expression, as Keras's ``exclude_from_weight_decay(var_names=...)``
+  does, so plain names act as substrings.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> params = {'dense': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
+    >>> ox.decay_mask(params, exclude_from_weight_decay=['bias'])
+    {'dense': {'bias': False, 'kernel': True}}
+  """
+  mask = weight_decay_mask(params) if callable(weight_decay_mask) else (
+      weight_decay_mask)
+  if mask is None:
+    mask = jax.tree.map(lambda _: True, params)
+  pattern = (
+      re.compile("|".join(sorted(set(exclude_from_weight_decay))))
+      if exclude_from_weight_decay else None
+  )
+
+  def leaf(path, p, flag):
+    if not _common.is_trainable(p):
+      return False
+    if pattern is not None and pattern.search(jax.tree_util.keystr(path)):
+      return False
+    return True if flag is None else flag
+
+  return jax.tree_util.tree_map_with_path(
+      leaf, params, mask, is_leaf=lambda x: x is None)
+
+
+def add_decoupled_weight_decay(
+    weight_decay: float,
+    learning_rate: _common.ScalarOrSchedule = 1.0,
+    *,
+    weight_decay_mask: MaskOrFn = None,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+) -> optax.GradientTransformation:
+  r"""Adds Keras's decoupled weight decay ``w * weight_decay * lr``.
+
+  Keras shrinks each variable before the optimizer's own step,
+  :math:`w \leftarrow w - w \lambda \eta_t` with :math:`\eta_t` the learning
+  rate of the current call. Expressed as an update that points up the
+  gradient (like optax's ``add_decayed_weights``) this adds
+  :math:`w \lambda \eta_t` to the incoming updates; negate the sum at the end
+  of the chain, as the package's optimizers do.
+
+  Args:
+    weight_decay: the decay rate :math:`\lambda`, >= 0.
+    learning_rate: number or schedule ``step -> lr`` (step = calls so far).
+    weight_decay_mask: tree of booleans or callable ``params -> tree``; True
+      means decay.
+    exclude_from_weight_decay: name patterns; a leaf whose key path matches
+      any of them does not decay.
+
+  Returns:
+    An ``optax.GradientTransformation`` that needs ``params`` in ``update``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = optax.chain(ox.add_decoupled_weight_decay(0.5, 0.1),
+    ...                  optax.scale(-1.0))
+    >>> params = {'kernel': jnp.array([2.0]), 'bias': jnp.array([2.0])}
+    >>> zero = {'kernel': jnp.zeros(1), 'bias': jnp.zeros(1)}
+    >>> tx.update(zero, tx.init(params), params)[0]['kernel']
+    Array([-0.1], dtype=float32)
+  """
+  _common.check_non_negative("weight_decay", weight_decay)
+  _common.check_learning_rate(learning_rate)
+
+  def init_fn(params):
+    del params
+    return DecoupledWeightDecayState(jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    _common.check_params(params, "weight decay")
+    lr = _common.learning_rate_at(learning_rate, state.count)
+    mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
+
+    def leaf(p, u, flag):
+      if flag is False or u is None:
+        return u
+      dt = _common.compute_dtype(p.dtype)
+      decay = (p.astype(dt) * weight_decay) * lr.astype(dt)
+      if flag is not True:
+        decay = jnp.where(flag, decay, 0)
+      return (u.astype(dt) + decay).astype(u.dtype)
+
+    updates = _common.tree_map(leaf, params, updates, mask)
+    return updates, DecoupledWeightDecayState(optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def descend_with_weight_decay(
+    weight_decay: Optional[float],
+    learning_rate: _common.ScalarOrSchedule,
+    *,
+    weight_decay_mask: MaskOrFn = None,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+) -> optax.GradientTransformation:
+  r"""Turns a step ``d`` (up the gradient) into Keras's descent update.
+
+  Keras computes :math:`w_1 = w - w \lambda \eta`, then :math:`w_2 = w_1 - d`.
+  This returns :math:`u = w_2 - w` computed that way, so that ``w + u`` is
+  Keras's :math:`w_2` to the last bit whenever :math:`w_2 - w` is exact (it
+  is whenever the step is small next to the weight), rather than the
+  differently rounded :math:`w - (d + w \lambda \eta)`. Without decay (or for
+  an excluded leaf) the update is just :math:`-d`. The optimizers end their
+  chain with it.
+
+  Args:
+    weight_decay: :math:`\lambda`, or None for no decay.
+    learning_rate: number or schedule ``step -> lr`` (step = calls so far).
+    weight_decay_mask: tree of booleans or callable; True means decay.
+    exclude_from_weight_decay: name patterns that do not decay.
+
+  Returns:
+    An ``optax.GradientTransformation``; it needs ``params`` with decay.
+  """
+  if weight_decay is None:
+    return optax.scale(-1.0)
+  _common.check_non_negative("weight_decay", weight_decay)
+
+  def init_fn(params):
+    del params
+    return DecoupledWeightDecayState(jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    _common.check_params(params, "weight decay")
+    lr = _common.learning_rate_at(learning_rate, state.count)
+    mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
+
+    def leaf(p, d, flag):
+      if d is None:
+        return None
+      if flag is False:
+        return -d
+      dt = _common.compute_dtype(p.dtype)
+      w = p.astype(dt)
+      w1 = w - (w * weight_decay) * lr.astype(dt)
+      if flag is not True:
+        w1 = jnp.where(flag, w1, w)
+      return ((w1 - d.astype(dt)) - w).astype(d.dtype)
+
+    updates = _common.tree_map(leaf, params, updates, mask)
+    return updates, DecoupledWeightDecayState(optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
