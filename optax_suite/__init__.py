@@ -25,6 +25,11 @@ from optax_suite._clipping import global_norm
 from optax_suite._ema import ema
 from optax_suite._ema import EmaState
 from optax_suite._ema import finalize_variable_values
+from optax_suite._loss_scale import all_finite
+from optax_suite._loss_scale import DynamicLossScale
+from optax_suite._loss_scale import loss_scale_optimizer
+from optax_suite._loss_scale import LossScaleState
+from optax_suite._loss_scale import scale_loss
 from optax_suite._optimizer import keras_optimizer
 from optax_suite._optimizer import KerasOptimizer
 from optax_suite._optimizer import KerasOptimizerState
@@ -39,9 +44,11 @@ __version__ = "0.1.0"
 __all__ = (
     "AccumulationState",
     "DecoupledWeightDecayState",
+    "DynamicLossScale",
     "EmaState",
     "KerasOptimizer",
     "KerasOptimizerState",
+    "LossScaleState",
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
@@ -51,6 +58,7 @@ __all__ = (
     "adam",
     "adamax",
     "add_decoupled_weight_decay",
+    "all_finite",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
@@ -59,10 +67,12 @@ __all__ = (
     "finalize_variable_values",
     "global_norm",
     "keras_optimizer",
+    "loss_scale_optimizer",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_rmsprop",
+    "scale_loss",
     "schedules",
 )
