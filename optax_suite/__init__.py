@@ -18,6 +18,7 @@ from optax_suite._aliases import adadelta
 from optax_suite._aliases import adam
 from optax_suite._aliases import adamax
 from optax_suite._aliases import rmsprop
+from optax_suite._checkpoint import migrate_state
 from optax_suite._clipping import clip_by_global_norm
 from optax_suite._clipping import clip_by_norm
 from optax_suite._clipping import clip_by_value
@@ -68,6 +69,7 @@ __all__ = (
     "global_norm",
     "keras_optimizer",
     "loss_scale_optimizer",
+    "migrate_state",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adam",
