@@ -1,0 +1,169 @@
+"""Checkpointing optimizer states with orbax, and migrating them.
+
+A state is restored into a target built without real data,
+`jax.eval_shape(opt.init, params)`, as users do. The round trip must give back
+every array bit for bit, and training continued from the restored state must
+be bitwise the training that never stopped. After a user turns on EMA or
+gradient accumulation, `migrate_state` must carry the restored slots over so
+that training continues exactly where it left off.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import optax_suite as ox
+import keras_oracle
+
+STEPS = 30  # before the checkpoint, and again after it
+
+
+@functools.lru_cache(maxsize=None)
+def make_step(opt):
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+def run(opt, params, state, grads_seq):
+  step = make_step(opt)
+  trajectory = []
+  for grads in grads_seq:
+    params, state = step(params, state, grads)
+    trajectory.append(params)
+  return params, state, trajectory
+
+
+def save_and_restore(path, tree, target):
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(path, tree)
+    ckpt.wait_until_finished()
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(path, target)
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(x, y)
+
+
+OPTIMIZERS = {
+    "adam_everything": lambda: ox.adam(
+        0.01, amsgrad=True, weight_decay=0.01, global_clipnorm=1.0,
+        use_ema=True, ema_overwrite_frequency=7,
+        gradient_accumulation_steps=3),
+    "adamax_ema": lambda: ox.adamax(0.01, use_ema=True, clipnorm=1.0),
+    "rmsprop_momentum": lambda: ox.rmsprop(
+        0.01, momentum=0.9, centered=True, loss_scale_factor=8.0),
+    "adadelta": lambda: ox.adadelta(1.0, clipvalue=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_round_trip_and_continued_training_are_bitwise_equal(name, tmp_path):
+  opt = OPTIMIZERS[name]()
+  params = keras_oracle.make_params(0)
+  grads = keras_oracle.varied_grads(params, 2 * STEPS, seed=1)
+  params, state, _ = run(opt, params, opt.init(params), grads[:STEPS])
+
+  target = {"params": jax.eval_shape(lambda: params),
+            "opt_state": jax.eval_shape(opt.init, params)}
+  restored = save_and_restore(
+      tmp_path / "ckpt", {"params": params, "opt_state": state}, target)
+  assert_trees_equal(restored["params"], params)
+  assert_trees_equal(restored["opt_state"], state)
+  assert isinstance(restored["opt_state"], ox.KerasOptimizerState)
+
+  _, _, uninterrupted = run(opt, params, state, grads[STEPS:])
+  _, _, resumed = run(opt, restored["params"], restored["opt_state"],
+                      grads[STEPS:])
+  for a, b in zip(uninterrupted, resumed):
+    assert_trees_equal(a, b)
+
+
+def test_restore_then_turn_on_ema_continues_the_same_training(tmp_path):
+  """Old slots carry over; the new EMA starts from the restored weights."""
+  params = keras_oracle.make_params(0)
+  grads = keras_oracle.varied_grads(params, 2 * STEPS, seed=2)
+  old_opt = ox.adamax(0.01, weight_decay=0.01, global_clipnorm=2.0)
+  params, state, _ = run(old_opt, params, old_opt.init(params),
+                         grads[:STEPS])
+  restored = save_and_restore(tmp_path / "ckpt", state,
+                              jax.eval_shape(old_opt.init, params))
+
+  momentum = 0.9
+  new_opt = ox.adamax(0.01, weight_decay=0.01, global_clipnorm=2.0,
+                      use_ema=True, ema_momentum=momentum)
+  migrated = ox.migrate_state(restored, new_opt, params)
+  assert jax.tree.structure(migrated) == jax.tree.structure(
+      new_opt.init(params))
+  assert_trees_equal(migrated.inner, state.inner)
+  assert int(migrated.count) == STEPS
+
+  # EMA without overwrite leaves the parameters alone, so the trajectory must
+  # be exactly the old optimizer's, which proves the slots carried over.
+  _, _, expected = run(old_opt, params, state, grads[STEPS:])
+  final, new_state, got = run(new_opt, params, migrated, grads[STEPS:])
+  for a, b in zip(expected, got):
+    assert_trees_equal(a, b)
+  # And the EMA is the average of that trajectory, from its first point.
+  average = got[0]
+  for p in got[1:]:
+    average = jax.tree.map(lambda a, w: momentum * a + (1 - momentum) * w,
+                           average, p)
+  for a, b in zip(jax.tree.leaves(ox.finalize_variable_values(final,
+                                                              new_state)),
+                  jax.tree.leaves(average)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_restore_then_turn_on_accumulation_updates_with_the_mean():
+  """The old Adam slots go inside the new AccumulationState."""
+  params = keras_oracle.make_params(0)
+  grads = keras_oracle.varied_grads(params, STEPS + 2, seed=3)
+  old_opt = ox.adam(0.01, use_ema=True)
+  params, state, _ = run(old_opt, params, old_opt.init(params),
+                         grads[:STEPS])
+  k = 2
+  new_opt = ox.adam(0.01, use_ema=True, gradient_accumulation_steps=k)
+  migrated = ox.migrate_state(state, new_opt, params)
+  assert isinstance(migrated.inner, ox.AccumulationState)
+  assert_trees_equal(migrated.inner.inner_state, state.inner)
+  assert_trees_equal(migrated.ema, state.ema)
+
+  # Two micro-steps with the new optimizer = one old step on their mean
+  # (weights only; the EMA counts calls, so it differs by design).
+  pair = grads[STEPS:STEPS + k]
+  mean = jax.tree.map(lambda a, b: (a + b) / k, *pair)
+  _, _, (expected,) = run(old_opt, params, state, [mean])
+  _, _, got = run(new_opt, params, migrated, pair)
+  assert_trees_equal(got[0], params)  # the micro-step does not move
+  for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_migrate_back_without_accumulation_keeps_the_inner_slots():
+  params = keras_oracle.make_params(0)
+  grads = keras_oracle.varied_grads(params, 6, seed=4)
+  acc_opt = ox.rmsprop(0.01, momentum=0.5, gradient_accumulation_steps=2)
+  _, state, _ = run(acc_opt, params, acc_opt.init(params), grads)
+  plain = ox.rmsprop(0.01, momentum=0.5)
+  migrated = ox.migrate_state(state, plain, params)
+  assert_trees_equal(migrated.inner, state.inner.inner_state)
+
+
+def test_state_that_matches_nothing_comes_back_fresh():
+  params = {"w": jnp.ones(3)}
+  adam_state = ox.adam(0.1).init(params)
+  rms = ox.rmsprop(0.1, momentum=0.9)
+  migrated = ox.migrate_state(adam_state, rms, params)
+  assert_trees_equal(migrated, rms.init(params))
