@@ -66,8 +66,10 @@ def check_unit_interval(
   """`value` must lie in [0, 1) (or [0, 1] when `closed_right`)."""
   check_number(name, value)
   v = _as_float(value)
+  if v is None:  # A traced value (under `optax.inject_hyperparams`).
+    return
   upper_ok = (v <= 1) if closed_right else (v < 1)
-  if v is not None and not (math.isfinite(v) and 0 <= v and upper_ok):
+  if not (math.isfinite(v) and 0 <= v and upper_ok):
     interval = "[0, 1]" if closed_right else "[0, 1)"
     raise ValueError(
         f"`{name}` must be in the range {interval}. Received: {name}={value!r}"
