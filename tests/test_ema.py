@@ -1,0 +1,87 @@
+"""Parameter EMA: Keras's momentum schedule, overwrite and finalize."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_suite as ox
+
+
+def _run(tx, steps, params=None, grads=None):
+  params = {"w": jnp.arange(3.0)} if params is None else params
+  state = tx.init(params)
+  history = []
+  for i in range(steps):
+    g = {"w": jnp.full(3, float(i + 1))} if grads is None else grads[i]
+    u, state = jax.jit(tx.update)(g, state, params)
+    params = optax.apply_updates(params, u)
+    history.append((params, state))
+  return history
+
+
+def test_first_update_copies_then_averages():
+  """Momentum is 0 through the first update, ema_momentum afterwards."""
+  m = 0.9
+  tx = optax.chain(optax.sgd(0.1), ox.ema(m))
+  hist = _run(tx, 3)
+  p1 = hist[0][0]["w"]
+  np.testing.assert_array_equal(hist[0][1][1].ema["w"], p1)
+  expected = m * p1 + (1 - m) * hist[1][0]["w"]
+  np.testing.assert_allclose(hist[1][1][1].ema["w"], expected, rtol=1e-6)
+
+
+def test_overwrite_every_f_update_steps():
+  tx = optax.chain(optax.sgd(0.1), ox.ema(0.5, 3))
+  hist = _run(tx, 7)
+  for i, (params, state) in enumerate(hist):
+    average = state[1].ema["w"]
+    if (i + 1) % 3 == 0:
+      np.testing.assert_allclose(params["w"], average, rtol=1e-6)
+    elif i > 0:  # the first update copies the parameters
+      assert not np.allclose(params["w"], average)
+
+
+def test_iterations_count_update_steps_under_accumulation():
+  """With k = 2, the momentum is 0 for the first 2 calls (Keras iterations)."""
+  tx = optax.chain(optax.sgd(0.1), ox.ema(0.9, gradient_accumulation_steps=2))
+  hist = _run(tx, 3)
+  np.testing.assert_array_equal(hist[1][1][1].ema["w"], hist[1][0]["w"])
+  assert not np.allclose(hist[2][1][1].ema["w"], hist[2][0]["w"])
+
+
+def test_nan_average_never_leaks_into_params_it_does_not_overwrite():
+  tx = optax.chain(optax.sgd(0.1), ox.ema(0.5, 4))
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  state = (state[0], state[1]._replace(ema={"w": jnp.full(3, jnp.nan)}),)
+  state = (state[0], state[1]._replace(count=jnp.asarray(5, jnp.int32)))
+  u, _ = tx.update({"w": jnp.ones(3)}, state, params)  # (5 + 1) % 4 != 0
+  assert bool(jnp.all(jnp.isfinite(u["w"])))
+
+
+def test_finalize_returns_average_and_keeps_integer_leaves():
+  opt = ox.adam(learning_rate=0.1, use_ema=True)
+  params = {"w": jnp.ones(3), "step": jnp.asarray(4, jnp.int32)}
+  state = opt.init(params)
+  for _ in range(3):
+    g = {"w": jnp.ones(3), "step": jnp.asarray(0, jnp.int32)}
+    u, state = opt.update(g, state, params)
+    params = optax.apply_updates(params, u)
+  final = ox.finalize_variable_values(params, state)
+  np.testing.assert_array_equal(final["w"], state.ema.ema["w"])
+  assert int(final["step"]) == 4
+  assert not np.allclose(final["w"], params["w"])
+
+
+def test_finalize_without_ema_returns_params():
+  opt = ox.adam()
+  params = {"w": jnp.ones(3)}
+  assert ox.finalize_variable_values(params, opt.init(params)) is params
+
+
+def test_needs_params():
+  tx = ox.ema(0.9)
+  with pytest.raises(ValueError, match="params"):
+    tx.update({"w": jnp.ones(1)}, tx.init({"w": jnp.ones(1)}))
