@@ -23,6 +23,9 @@ from optax_suite._clipping import clip_by_global_norm
 from optax_suite._clipping import clip_by_norm
 from optax_suite._clipping import clip_by_value
 from optax_suite._clipping import global_norm
+from optax_suite._config import from_config
+from optax_suite._config import get_config
+from optax_suite._config import inject_hyperparams
 from optax_suite._ema import ema
 from optax_suite._ema import EmaState
 from optax_suite._ema import finalize_variable_values
@@ -31,6 +34,8 @@ from optax_suite._loss_scale import DynamicLossScale
 from optax_suite._loss_scale import loss_scale_optimizer
 from optax_suite._loss_scale import LossScaleState
 from optax_suite._loss_scale import scale_loss
+from optax_suite._keras_state import from_keras
+from optax_suite._keras_state import state_from_keras
 from optax_suite._optimizer import keras_optimizer
 from optax_suite._optimizer import KerasOptimizer
 from optax_suite._optimizer import KerasOptimizerState
@@ -66,7 +71,11 @@ __all__ = (
     "decay_mask",
     "ema",
     "finalize_variable_values",
+    "from_config",
+    "from_keras",
+    "get_config",
     "global_norm",
+    "inject_hyperparams",
     "keras_optimizer",
     "loss_scale_optimizer",
     "migrate_state",
@@ -77,4 +86,5 @@ __all__ = (
     "scale_by_rmsprop",
     "scale_loss",
     "schedules",
+    "state_from_keras",
 )

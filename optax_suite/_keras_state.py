@@ -1,0 +1,345 @@
+"""Importing a Keras optimizer's state, to resume a Keras run in JAX.
+
+A built ``keras.optimizers.Adam`` (``Adamax``, ``Adadelta``, ``RMSprop``)
+holds, in ``optimizer.variables`` and in this order: ``iteration`` (calls so
+far), ``learning_rate`` (unless it is a schedule or callable), the parameter
+averages (with ``use_ema``), the gradient accumulators (with
+``gradient_accumulation_steps``) and the optimizer's slots, as its ``build``
+adds them. :func:`state_from_keras` reads that list into the state of the
+equivalent optax_suite optimizer, and :func:`from_keras` also builds that
+optimizer, so training continues step for step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_suite import _accumulation
+from optax_suite import _adadelta
+from optax_suite import _adam
+from optax_suite import _adamax
+from optax_suite import _common
+from optax_suite import _config
+from optax_suite import _ema
+from optax_suite import _optimizer
+from optax_suite import _rmsprop
+
+
+def _slot_groups(keras_optimizer: Any) -> tuple[type, list]:
+  """The rule's state class and its slots as Keras's ``build`` adds them.
+
+  Each group is a list of ``(keras name, state field)`` that Keras adds
+  interleaved, variable by variable (``add_optimizer_variables`` with a list
+  of names); groups follow one another.
+  """
+  kind = type(keras_optimizer).__name__
+  if kind == "Adam":
+    groups = [[("momentum", "mu"), ("velocity", "nu")]]
+    if keras_optimizer.amsgrad:
+      groups.append([("velocity_hat", "nu_hat")])
+    return _adam.ScaleByAdamState, groups
+  if kind == "Adamax":
+    return _adamax.ScaleByAdamaxState, [[("momentum", "m"), ("norm", "u")]]
+  if kind == "Adadelta":
+    return _adadelta.ScaleByAdadeltaState, [[
+        ("accumulated_grad", "accumulated_grad"),
+        ("accumulated_delta_var", "accumulated_delta_var")]]
+  if kind == "RMSprop":
+    groups = [[("velocity", "velocity")]]
+    if keras_optimizer.momentum > 0:
+      groups.append([("momentum", "momentum")])
+    if keras_optimizer.centered:
+      groups.append([("average_gradient", "average_gradient")])
+    return _rmsprop.ScaleByRmspropState, groups
+  raise ValueError(
+      "Unsupported Keras optimizer: the state of Adam, Adamax, Adadelta and "
+      f"RMSprop can be imported. Received: {type(keras_optimizer).__name__}")
+
+
+class _KerasVariables:
+  """Keras's optimizer variables, split by role (see the module docstring)."""
+
+  def __init__(self, keras_optimizer, n_vars, optimizer_variables):
+    variables = list(keras_optimizer.variables)
+    names = [v.name for v in variables]
+    values = (list(optimizer_variables) if optimizer_variables is not None
+              else [v.value for v in variables])
+    if len(values) != len(names):
+      raise ValueError(
+          f"`optimizer_variables` has {len(values)} entries but the Keras "
+          f"optimizer has {len(names)} variables.")
+    self.state_class, groups = _slot_groups(keras_optimizer)
+    self.k = keras_optimizer.gradient_accumulation_steps
+    per_var = sum(len(g) for g in groups) + bool(keras_optimizer.use_ema) + (
+        bool(self.k))
+    has_lr = len(values) - 1 - n_vars * per_var
+    if has_lr not in (0, 1) or any(
+        getattr(v, "overwrite_with_gradient", False)
+        for v in getattr(keras_optimizer, "_trainable_variables", ())):
+      raise ValueError(
+          f"The Keras optimizer's {len(values)} variables do not match "
+          f"{n_vars} trainable leaves of `params`: expected 1 + (0 or 1) + "
+          f"{n_vars} * {per_var}. Pass the params the Keras optimizer was "
+          "built for, in the order of its variables.")
+    pos = 0
+
+    def take(count, suffix):
+      nonlocal pos
+      out = values[pos:pos + count]
+      for name in names[pos:pos + count]:
+        if not name.endswith(suffix):
+          raise ValueError(
+              f"Keras optimizer variable {name!r} is not a {suffix!r} "
+              "variable where Keras's build puts one.")
+      pos += count
+      return out
+
+    self.calls = int(np.asarray(take(1, "iteration")[0]))
+    self.learning_rate = (
+        float(np.asarray(take(1, "learning_rate")[0])) if has_lr else None)
+    self.average = take(n_vars, "average") if keras_optimizer.use_ema else None
+    self.accumulated = (
+        take(n_vars, "gradient_accumulator") if self.k else None)
+    self.slots = {}
+    for group in groups:
+      block = values[pos:pos + n_vars * len(group)]
+      block_names = names[pos:pos + n_vars * len(group)]
+      for j, (keras_name, field) in enumerate(group):
+        for name in block_names[j::len(group)]:
+          if not name.endswith(keras_name):
+            raise ValueError(
+                f"Keras optimizer variable {name!r} is not a {keras_name!r} "
+                "slot where Keras's build puts one.")
+        self.slots[field] = block[j::len(group)]
+      pos += n_vars * len(group)
+
+
+def _n_trainable(params: Any) -> int:
+  return sum(_common.is_trainable(p) for p in jax.tree.leaves(params))
+
+
+def _fill(reference: Any, values: Sequence[Any], what: str) -> Any:
+  """``reference``'s tree, its non-None leaves replaced by ``values``."""
+  leaves, treedef = jax.tree.flatten(reference, is_leaf=lambda x: x is None)
+  it = iter(values)
+  out = []
+  for ref in leaves:
+    if ref is None:
+      out.append(None)
+      continue
+    value = jnp.asarray(next(it), dtype=ref.dtype)
+    if value.shape != ref.shape:
+      raise ValueError(
+          f"A Keras {what} variable has shape {value.shape} where the "
+          f"matching leaf of `params` has shape {ref.shape}.")
+    out.append(value)
+  return jax.tree.unflatten(treedef, out)
+
+
+def _with_count(node: Any, count: int) -> Any:
+  return node._replace(count=jnp.asarray(count, node.count.dtype))
+
+
+def _is_tuple(node: Any) -> bool:
+  return isinstance(node, tuple)
+
+
+def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
+  """Sets the rule's slots and every ``count`` (to update steps) in a chain."""
+  if isinstance(node, kv.state_class):
+    fields = {}
+    for field in node._fields:
+      if field == "count":
+        continue
+      ref = getattr(node, field)
+      if field in kv.slots:
+        if ref is None:
+          raise ValueError(
+              f"The Keras optimizer has `{field}` slots that the optax_suite "
+              "optimizer does not keep: build it with the same options.")
+        fields[field] = _fill(ref, kv.slots[field], field)
+      elif ref is not None:
+        raise ValueError(
+            f"The optax_suite optimizer keeps `{field}` slots the Keras "
+            "optimizer does not have: build it with the same options.")
+    found.append(node)
+    return _with_count(node, steps)._replace(**fields)
+  if not _is_tuple(node):
+    return node
+  children = [_chain_state(c, kv, steps, found) for c in node]
+  rebuilt = type(node)(*children) if hasattr(node, "_fields") else type(
+      node)(children)
+  if "count" in getattr(rebuilt, "_fields", ()):
+    rebuilt = _with_count(rebuilt, steps)
+  return rebuilt
+
+
+def _optimizer_state(state: _optimizer.KerasOptimizerState,
+                     kv: _KerasVariables) -> _optimizer.KerasOptimizerState:
+  found = []
+  inner = state.inner
+  accumulating = isinstance(inner, _accumulation.AccumulationState)
+  if accumulating != bool(kv.k):
+    raise ValueError(
+        "Gradient accumulation is on in only one of the two optimizers: "
+        f"Keras gradient_accumulation_steps={kv.k}.")
+  if accumulating:
+    inner = _with_count(inner, kv.calls)._replace(
+        accumulated=_fill(inner.accumulated, kv.accumulated,
+                          "gradient_accumulator"),
+        inner_state=_chain_state(inner.inner_state, kv, kv.calls // kv.k,
+                                 found))
+  else:
+    inner = _chain_state(inner, kv, kv.calls, found)
+  if len(found) != 1:
+    raise ValueError(
+        f"The optax_suite optimizer has no {kv.state_class.__name__}: it is "
+        "not the same optimizer as the Keras one.")
+  ema = state.ema
+  if isinstance(ema, _ema.EmaState) != (kv.average is not None):
+    raise ValueError("`use_ema` is on in only one of the two optimizers.")
+  if kv.average is not None:
+    ema = _ema.EmaState(jnp.asarray(kv.calls, ema.count.dtype),
+                        _fill(ema.ema, kv.average, "average"))
+  return state._replace(count=jnp.asarray(kv.calls, state.count.dtype),
+                        inner=inner, ema=ema)
+
+
+def _replace_optimizer_state(node: Any, kv: _KerasVariables, found: list):
+  if isinstance(node, _optimizer.KerasOptimizerState):
+    found.append(node)
+    return _optimizer_state(node, kv)
+  if not _is_tuple(node):
+    return node
+  children = [_replace_optimizer_state(c, kv, found) for c in node]
+  rebuilt = type(node)(*children) if hasattr(node, "_fields") else type(
+      node)(children)
+  if "count" in getattr(rebuilt, "_fields", ()):  # e.g. inject_hyperparams.
+    rebuilt = _with_count(rebuilt, kv.calls)
+  return rebuilt
+
+
+def state_from_keras(
+    opt: Any,
+    keras_optimizer: Any,
+    params: Any,
+    optimizer_variables: Optional[Sequence[Any]] = None,
+) -> Any:
+  """The state of ``opt`` holding a built Keras optimizer's state.
+
+  ``params`` are the parameters the Keras optimizer was built for: its
+  trainable variables, in order, are the floating-point leaves of ``params``
+  in ``jax.tree.leaves`` order (non-float leaves have no Keras variable).
+  The Keras optimizer's ``variables`` (or, for a stateless Keras loop, the
+  list of their values ``optimizer_variables``, e.g. what
+  ``stateless_apply`` returned) become, with Keras's step counting:
+
+  * ``iteration`` (calls so far): the top-level ``count``, the accumulator's
+    ``count``, the EMA's ``count`` and any outer ``count`` (e.g. of
+    ``optax.inject_hyperparams``, so a schedule resumes where Keras's was);
+  * the gradient accumulators, the averages, and the optimizer's slots;
+  * ``iteration // gradient_accumulation_steps`` (update steps): the
+    ``count`` of every state inside the accumulation (the rule's bias
+    correction and the weight decay).
+
+  ``opt`` must be the same optimizer (see :func:`from_keras` to build it); a
+  mismatch in the slots, the EMA or the accumulation raises ``ValueError``.
+  Keras's ``learning_rate`` variable is not read here.
+
+  Args:
+    opt: an optax_suite optimizer (possibly inside ``inject_hyperparams``).
+    keras_optimizer: a built ``keras.optimizers.Adam``, ``Adamax``,
+      ``Adadelta`` or ``RMSprop``.
+    params: the parameters, matching the Keras trainable variables.
+    optimizer_variables: values of ``keras_optimizer.variables``, if they
+      live outside it (a stateless loop).
+
+  Returns:
+    A state for ``opt.update``.
+
+  Example:
+    >>> import os; _ = os.environ.setdefault("KERAS_BACKEND", "jax")
+    >>> import keras, numpy as np, optax_suite as ox
+    >>> params = {'w': np.ones(2, np.float32)}
+    >>> variables = [keras.Variable(params['w'], name='w')]
+    >>> k_opt = keras.optimizers.Adam(0.1)
+    >>> k_opt.apply([np.array([1.0, -1.0], np.float32)], variables)
+    >>> state = ox.state_from_keras(ox.adam(0.1), k_opt, params)
+    >>> int(state.count), state.inner[1].mu['w']
+    (1, Array([ 0.1, -0.1], dtype=float32))
+  """
+  kv = _KerasVariables(keras_optimizer, _n_trainable(params),
+                       optimizer_variables)
+  found = []
+  state = _replace_optimizer_state(opt.init(params), kv, found)
+  if len(found) != 1:
+    raise ValueError(
+        "`opt` must be (or wrap exactly one) optimizer built by optax_suite's "
+        f"factories; found {len(found)} in its state.")
+  return state
+
+
+def from_keras(
+    keras_optimizer: Any,
+    params: Any,
+    optimizer_variables: Optional[Sequence[Any]] = None,
+) -> tuple[Any, Any]:
+  """The optax_suite optimizer equivalent to a built Keras one, and its state.
+
+  The optimizer is rebuilt from ``keras.optimizers.serialize`` with
+  :func:`optax_suite.from_config`, taking the learning rate from Keras's
+  ``learning_rate`` variable (the value it holds now). Weight-decay
+  exclusions set with ``keras_optimizer.exclude_from_weight_decay`` carry
+  over: ``var_names`` patterns as ``exclude_from_weight_decay`` (searched in
+  the key path of each leaf, where Keras searches the variable name), and a
+  ``var_list`` as a ``weight_decay_mask``. The state is
+  :func:`state_from_keras`'s.
+
+  Args:
+    keras_optimizer: a built ``keras.optimizers.Adam``, ``Adamax``,
+      ``Adadelta`` or ``RMSprop``.
+    params: the parameters, matching the Keras trainable variables.
+    optimizer_variables: values of ``keras_optimizer.variables``, if they
+      live outside it (a stateless loop).
+
+  Returns:
+    ``(opt, state)``.
+
+  Example:
+    >>> import os; _ = os.environ.setdefault("KERAS_BACKEND", "jax")
+    >>> import keras, numpy as np, optax_suite as ox
+    >>> params = np.ones(2, np.float32)
+    >>> variables = [keras.Variable(params)]
+    >>> k_opt = keras.optimizers.RMSprop(0.1, momentum=0.9, use_ema=True)
+    >>> k_opt.apply([np.array([1.0, -1.0], np.float32)], variables)
+    >>> opt, state = ox.from_keras(k_opt, params)
+    >>> opt.config["momentum"], int(state.count)
+    (0.9, 1)
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+
+  kv = _KerasVariables(keras_optimizer, _n_trainable(params),
+                       optimizer_variables)
+  serialized = keras.optimizers.serialize(keras_optimizer)
+  config = dict(serialized["config"])
+  if kv.learning_rate is not None:
+    config["learning_rate"] = kv.learning_rate
+  if config.get("weight_decay") is not None:
+    pattern = getattr(keras_optimizer, "_exclude_from_weight_decay_pattern",
+                      None)
+    if pattern is not None:
+      config["exclude_from_weight_decay"] = [pattern.pattern]
+  opt = _config.from_config(dict(serialized, config=config))
+  excluded = getattr(keras_optimizer, "_exclude_from_weight_decay", None)
+  if config.get("weight_decay") is not None and excluded:
+    keras_vars = list(keras_optimizer._trainable_variables)  # pylint: disable=protected-access
+    flags = iter([id(v) not in excluded for v in keras_vars])
+    mask = _common.tree_map(
+        lambda p: next(flags) if _common.is_trainable(p) else False, params)
+    opt = opt.factory(**dict(opt.config, weight_decay_mask=mask))
+  return opt, state_from_keras(opt, keras_optimizer, params,
+                               optimizer_variables)
