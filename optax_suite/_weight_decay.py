@@ -123,6 +123,11 @@ def add_decoupled_weight_decay(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _negate(d):
+  # Integer and boolean leaves carry a zero update of their own dtype.
+  return -d if _common.is_trainable(d) else d
+
+
 def descend_with_weight_decay(
     weight_decay: Optional[float],
     learning_rate: _common.ScalarOrSchedule,
@@ -150,7 +155,7 @@ def descend_with_weight_decay(
     An ``optax.GradientTransformation``; it needs ``params`` with decay.
   """
   if weight_decay is None:
-    return optax.scale(-1.0)
+    return optax.stateless(lambda u, params: _common.tree_map(_negate, u))
   _common.check_non_negative("weight_decay", weight_decay)
 
   def init_fn(params):
@@ -166,7 +171,7 @@ def descend_with_weight_decay(
       if d is None:
         return None
       if flag is False:
-        return -d
+        return _negate(d)
       dt = _common.compute_dtype(p.dtype)
       w = p.astype(dt)
       w1 = w - (w * weight_decay) * lr.astype(dt)
