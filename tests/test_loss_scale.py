@@ -94,7 +94,6 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
                      use_ema=True, ema_momentum=0.9,
                      gradient_accumulation_steps=2, global_clipnorm=5.0),
      3, 2.0**15),
-    ("adadelta", dict(learning_rate=0.5, use_ema=True, clipnorm=1.0), 2, 1.0),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.
@@ -116,21 +115,21 @@ def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
 
 
 def test_long_run_grows_and_shrinks_like_keras():
-  """300 steps, growth every 3: scale trajectory and params equal Keras's.
+  """200 steps, growth every 3: scale trajectory and params equal Keras's.
 
-  Starting at 1, the scale climbs to 2**20 (60 finite steps in a row), a
-  burst of 35 bad steps drives it down to 2**-15, and it climbs again.
+  Starting at 1, the scale climbs to 2**15 (45 finite steps in a row), a
+  burst of 25 bad steps drives it down to 2**-10, and it climbs again.
   """
   params = make_params(seed=1)
-  bad = tuple(range(60, 95)) + (200, 201, 250)
-  grads = hostile_grads(params, 300, bad_steps=bad, seed=1, scale=1.0)
+  bad = tuple(range(45, 70)) + (150, 151, 180)
+  grads = hostile_grads(params, 200, bad_steps=bad, seed=1, scale=1.0)
   kwargs = dict(learning_rate=0.003, gradient_accumulation_steps=2,
                 use_ema=True, ema_overwrite_frequency=7)
   want, want_scale = keras_ls_trajectory("adam", params, grads, 1.0, 3, **kwargs)
   got, got_scale, _ = ours_ls_trajectory(
       ox.loss_scale_optimizer(ox.adam(**kwargs), 1.0, 3), params, grads)
   assert got_scale == want_scale
-  assert max(got_scale) >= 2.0**20 and min(got_scale) <= 2.0**-15
+  assert max(got_scale) >= 2.0**15 and min(got_scale) <= 2.0**-10
   assert max_deviation(want, got) <= 1e-6
 
 
