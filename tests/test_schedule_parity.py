@@ -1,0 +1,164 @@
+"""Learning-rate schedules inside the four factories, against Keras 3.
+
+Keras resolves the learning rate once per ``apply`` call at ``_iterations``
+(every call, micro-steps included) and hands it to both the weight decay and
+the update rule, whose bias correction counts update steps
+(``iterations = _iterations // gradient_accumulation_steps``). Each case here
+combines a schedule with gradient accumulation, weight decay and EMA, so a
+schedule that counted update steps, or a weight decay that used the
+unscheduled or the previous learning rate, would show up at once: the
+schedules below change the learning rate on every call.
+
+Both sides run 30 steps of varied gradients under ``jax.jit`` (Keras through
+``stateless_apply``) and the parameters are compared after every step with
+``atol = rtol = 1e-6`` (a few float32 ulps at these magnitudes; the schedules
+match Keras to float32 rounding, and XLA may fuse the two programs
+differently).
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import optax_suite as ox  # noqa: E402
+from keras_oracle import keras_trajectory  # noqa: E402
+from keras_oracle import make_params  # noqa: E402
+from keras_oracle import max_deviation  # noqa: E402
+from keras_oracle import ours_trajectory  # noqa: E402
+from keras_oracle import varied_grads  # noqa: E402
+
+STEPS = 30
+ATOL = RTOL = 1e-6
+FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
+             "rmsprop": ox.rmsprop}
+KS = keras.optimizers.schedules
+
+# (optimizer, schedule class, schedule arguments, optimizer options); each of
+# the six schedules appears, each optimizer at least once, and every case has
+# accumulation, weight decay and EMA on.
+CASES = {
+    "adam-exponential-staircase": (
+        "adam", "ExponentialDecay",
+        dict(initial_learning_rate=0.05, decay_steps=4, decay_rate=0.7,
+             staircase=True),
+        dict(amsgrad=True, gradient_accumulation_steps=3, weight_decay=0.05,
+             use_ema=True, ema_momentum=0.8, ema_overwrite_frequency=4)),
+    "adamax-piecewise": (
+        "adamax", "PiecewiseConstantDecay",
+        dict(boundaries=[5, 11, 20], values=[0.1, 0.03, 0.2, 0.01]),
+        dict(gradient_accumulation_steps=2, weight_decay=0.1, use_ema=True,
+             ema_momentum=0.7, clipvalue=0.5)),
+    "adadelta-polynomial-cycle": (
+        "adadelta", "PolynomialDecay",
+        dict(initial_learning_rate=2.0, decay_steps=7, end_learning_rate=0.1,
+             power=2.0, cycle=True),
+        dict(rho=0.8, gradient_accumulation_steps=2, weight_decay=0.05,
+             use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3)),
+    "rmsprop-inverse-time": (
+        "rmsprop", "InverseTimeDecay",
+        dict(initial_learning_rate=0.02, decay_steps=3, decay_rate=0.5),
+        dict(momentum=0.6, centered=True, gradient_accumulation_steps=3,
+             weight_decay=0.2, use_ema=True, ema_momentum=0.85)),
+    "adam-cosine-warmup": (
+        "adam", "CosineDecay",
+        dict(initial_learning_rate=0.0, decay_steps=17, alpha=0.1,
+             warmup_target=0.08, warmup_steps=8),
+        dict(gradient_accumulation_steps=2, weight_decay=0.1,
+             global_clipnorm=2.0, use_ema=True, ema_momentum=0.75,
+             ema_overwrite_frequency=5)),
+    "rmsprop-cosine-restarts": (
+        "rmsprop", "CosineDecayRestarts",
+        dict(initial_learning_rate=0.03, first_decay_steps=5, t_mul=1.5,
+             m_mul=0.8, alpha=0.05),
+        dict(rho=0.8, gradient_accumulation_steps=2, weight_decay=0.1,
+             clipnorm=1.0, use_ema=True, ema_momentum=0.9)),
+}
+
+
+def _compare(kind, ours_lr, keras_lr, options, seed):
+  params = make_params(seed)
+  grads = varied_grads(params, STEPS, seed=seed)
+  expected, _ = keras_trajectory(kind, params, grads, learning_rate=keras_lr,
+                                 **options)
+  got, _ = ours_trajectory(FACTORIES[kind](ours_lr, **options), params, grads)
+  for step, (e, g) in enumerate(zip(expected, got)):
+    for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
+      np.testing.assert_allclose(y, x, atol=ATOL, rtol=RTOL,
+                                 err_msg=f"step {step}")
+  print(f"max deviation from Keras: {max_deviation(expected, got):.3g}")
+
+
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_keras_schedule_in_factory_matches_keras(case):
+  kind, class_name, arguments, options = CASES[case]
+  ours = ox.schedules.from_config(arguments, class_name=class_name)
+  keras_schedule = getattr(KS, class_name)(**arguments)
+  # The schedule must really move within the run, or the test proves little.
+  lrs = {float(ours(t)) for t in range(STEPS)}
+  assert len(lrs) >= 4, lrs
+  _compare(kind, ours, keras_schedule, options,
+           seed=sorted(CASES).index(case))
+
+
+class _KerasWrapped(KS.LearningRateSchedule):
+  """An optax schedule seen by Keras: called with Keras's `_iterations`."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, step):
+    return self.fn(step)
+
+
+def test_optax_schedule_counts_every_call_as_keras():
+  """An optax schedule sees every call, micro-steps included, as Keras's.
+
+  The same schedule on a clock of update steps (what optax's ``MultiSteps``
+  around an optimizer would give) is far off Keras: the comparison can fail.
+  """
+  sched = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=0.05, warmup_steps=6, decay_steps=24,
+      end_value=0.005)
+  options = dict(gradient_accumulation_steps=3, weight_decay=0.1,
+                 use_ema=True, ema_momentum=0.8, ema_overwrite_frequency=3)
+  params = make_params(11)
+  grads = varied_grads(params, STEPS, seed=11)
+  expected, _ = keras_trajectory("adam", params, grads,
+                                 learning_rate=_KerasWrapped(sched), **options)
+  right, _ = ours_trajectory(ox.adam(sched, **options), params, grads)
+  wrong, _ = ours_trajectory(
+      ox.adam(lambda count: sched(count // 3), **options), params, grads)
+  assert max_deviation(expected, right) <= ATOL
+  assert max_deviation(expected, wrong) > 100 * ATOL
+
+
+def test_zero_argument_callable_learning_rate_matches_keras():
+  """Keras calls a non-schedule callable with no argument; so do we."""
+  calls = []
+
+  def learning_rate():
+    calls.append(1)
+    return jnp.float32(0.02)
+
+  kind = "adamax"
+  options = dict(gradient_accumulation_steps=2, weight_decay=0.1,
+                 use_ema=True, ema_momentum=0.9)
+  params = make_params(5)
+  grads = varied_grads(params, STEPS, seed=5)
+  expected, _ = keras_trajectory(kind, params, grads,
+                                 learning_rate=learning_rate, **options)
+  calls.clear()
+  got, _ = ours_trajectory(FACTORIES[kind](learning_rate, **options), params,
+                           grads)
+  assert max_deviation(expected, got) <= ATOL
+  # Under jit it is evaluated while tracing only, not on every step.
+  assert 0 < len(calls) < STEPS
