@@ -210,9 +210,13 @@ def _optimizer_state(state: _optimizer.KerasOptimizerState,
 
 
 def _replace_optimizer_state(node: Any, kv: _KerasVariables, found: list):
+  """Imports into the KerasOptimizerState; every count around it = calls."""
   if isinstance(node, _optimizer.KerasOptimizerState):
     found.append(node)
     return _optimizer_state(node, kv)
+  if isinstance(node, dict):  # e.g. inject_hyperparams' schedule states.
+    return type(node)(
+        (k, _replace_optimizer_state(v, kv, found)) for k, v in node.items())
   if not _is_tuple(node):
     return node
   children = [_replace_optimizer_state(c, kv, found) for c in node]
@@ -239,8 +243,9 @@ def state_from_keras(
   ``stateless_apply`` returned) become, with Keras's step counting:
 
   * ``iteration`` (calls so far): the top-level ``count``, the accumulator's
-    ``count``, the EMA's ``count`` and any outer ``count`` (e.g. of
-    ``optax.inject_hyperparams``, so a schedule resumes where Keras's was);
+    ``count``, the EMA's ``count`` and any ``count`` of a wrapper around the
+    optimizer (``optax.inject_hyperparams`` and its schedules' states, so a
+    schedule resumes where Keras's was);
   * the gradient accumulators, the averages, and the optimizer's slots;
   * ``iteration // gradient_accumulation_steps`` (update steps): the
     ``count`` of every state inside the accumulation (the rule's bias

@@ -1,0 +1,165 @@
+"""Resuming a Keras run in JAX: ``from_keras`` / ``state_from_keras``.
+
+Each case runs Keras 3 (``stateless_apply`` under ``jax.jit``) for ``K``
+steps, imports its optimizer variables after step ``k`` (a micro-step in the
+middle of an accumulation, so the accumulators, the raw call count and the
+update-step count all matter), runs the remaining ``K - k`` steps with
+optax_suite from Keras's parameters at step ``k``, and compares with Keras's
+own steps ``k + 1 .. K`` (``atol = rtol = 1e-6``). Every case has EMA (with
+overwrite), gradient accumulation and weight decay on; the variants cover
+amsgrad, momentum and centered, a schedule, Keras's weight-decay exclusions
+by name and by variable, a learning rate changed in Keras before the import,
+and ``optax.inject_hyperparams``. A control resumes from a fresh state
+instead, and is far off: the import is what makes the runs agree.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import optax_suite as ox  # noqa: E402
+from keras_oracle import KERAS_CLASSES  # noqa: E402
+from keras_oracle import leaf_names  # noqa: E402
+from keras_oracle import make_params  # noqa: E402
+from keras_oracle import max_deviation  # noqa: E402
+from keras_oracle import varied_grads  # noqa: E402
+
+TOTAL, RESUME_AT = 28, 13  # 13 = 4 updates of 3 calls + 1 micro-step.
+ATOL = RTOL = 1e-6
+BASE = dict(gradient_accumulation_steps=3, weight_decay=0.05, use_ema=True,
+            ema_momentum=0.8, ema_overwrite_frequency=3)
+
+CASES = {
+    "adam-amsgrad-schedule": ("adam", dict(
+        amsgrad=True, learning_rate=keras.optimizers.schedules.CosineDecay(
+            0.01, 20, warmup_target=0.05, warmup_steps=6)), {}),
+    "adamax-exclude-by-variable": ("adamax", dict(learning_rate=0.02),
+                                   dict(var_list=[1])),
+    "adadelta-new-learning-rate": ("adadelta", dict(learning_rate=1.0,
+                                                    rho=0.9),
+                                   dict(new_learning_rate=3.0)),
+    "rmsprop-momentum-centered-exclude-by-name": (
+        "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
+        dict(var_names=["bias", "scale"])),
+    "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
+}
+
+
+def _keras_run(kind, options, extra, params, grads):
+  """Keras's parameters after each step, and its variables at RESUME_AT."""
+  opt = KERAS_CLASSES[kind](**options, **BASE)
+  variables = [keras.Variable(np.asarray(p), name=n)
+               for p, n in zip(jax.tree.leaves(params), leaf_names(params))]
+  if "var_list" in extra or "var_names" in extra:
+    opt.exclude_from_weight_decay(
+        var_list=[variables[i] for i in extra.get("var_list", [])],
+        var_names=extra.get("var_names"))
+  opt.build(variables)
+  step = jax.jit(lambda o, t, g: opt.stateless_apply(o, g, t))
+  treedef = jax.tree.structure(params)
+  train_vars = [v.value for v in variables]
+  opt_vars = [v.value for v in opt.variables]
+  out, saved = [], None
+  for t, g in enumerate(grads):
+    if t == RESUME_AT:
+      if "new_learning_rate" in extra:  # as `opt.learning_rate = ...` would.
+        index = [v.name for v in opt.variables].index("learning_rate")
+        opt_vars[index] = jnp.asarray(extra["new_learning_rate"],
+                                      opt_vars[index].dtype)
+      saved = (jax.tree.unflatten(treedef, train_vars), list(opt_vars))
+    train_vars, opt_vars = step(opt_vars, train_vars, jax.tree.leaves(g))
+    out.append(jax.tree.unflatten(treedef, [np.asarray(v) for v in
+                                            train_vars]))
+  return opt, out, saved
+
+
+def _ours(opt, state, params, grads):
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  out = []
+  for g in grads:
+    params, state = step(params, state, g)
+    out.append(jax.tree.map(np.asarray, params))
+  return out
+
+
+def _assert_close(expected, got):
+  for t, (e, g) in enumerate(zip(expected, got)):
+    for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
+      np.testing.assert_allclose(y, x, atol=ATOL, rtol=RTOL,
+                                 err_msg=f"step {RESUME_AT + t + 1}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_training_resumed_in_jax_continues_the_keras_run(case):
+  kind, options, extra = CASES[case]
+  params = make_params(21)
+  grads = varied_grads(params, TOTAL, seed=21)
+  keras_opt, expected, (params_k, opt_vars_k) = _keras_run(
+      kind, options, extra, params, grads)
+  opt, state = ox.from_keras(keras_opt, params_k, opt_vars_k)
+  # Counts: raw calls at the top, in the accumulator and the EMA; update
+  # steps inside the accumulation.
+  assert int(state.count) == int(state.inner.count) == RESUME_AT
+  assert int(state.ema.count) == RESUME_AT
+  assert int(state.inner.inner_state[1].count) == RESUME_AT // 3
+  if "var_list" in extra:
+    assert opt.config["weight_decay_mask"] is not None
+  if "new_learning_rate" in extra:
+    assert opt.config["learning_rate"] == extra["new_learning_rate"]
+  got = _ours(opt, state, params_k, grads[RESUME_AT:])
+  _assert_close(expected[RESUME_AT:], got)
+  # Control: the same optimizer from a fresh state does not continue it.
+  fresh = _ours(opt, opt.init(params_k), params_k, grads[RESUME_AT:])
+  assert max_deviation(expected[RESUME_AT:], fresh) > 100 * ATOL
+
+
+def test_state_for_injected_hyperparameters_resumes_the_schedule():
+  """The outer count of `inject_hyperparams` is set too: the schedule
+  resumes at Keras's `_iterations`."""
+  kind, options, extra = CASES["adam-amsgrad-schedule"]
+  params = make_params(22)
+  grads = varied_grads(params, TOTAL, seed=22)
+  keras_opt, expected, (params_k, opt_vars_k) = _keras_run(
+      kind, options, extra, params, grads)
+  config = ox.from_keras(keras_opt, params_k, opt_vars_k)[0].config
+  injected = ox.inject_hyperparams(ox.adam)(**config)
+  state = ox.state_from_keras(injected, keras_opt, params_k, opt_vars_k)
+  assert int(state.count) == RESUME_AT
+  assert int(state.hyperparams_states["learning_rate"].count) == RESUME_AT
+  got = _ours(injected, state, params_k, grads[RESUME_AT:])
+  _assert_close(expected[RESUME_AT:], got)
+
+
+def test_mismatched_optimizers_are_refused():
+  params = make_params(23)
+  keras_opt = keras.optimizers.Adam(use_ema=True)
+  keras_opt.build([keras.Variable(np.asarray(p))
+                   for p in jax.tree.leaves(params)])
+  with pytest.raises(ValueError, match="ScaleByAdamState"):
+    ox.state_from_keras(ox.rmsprop(use_ema=True), keras_opt, params)
+  with pytest.raises(ValueError, match="use_ema"):
+    ox.state_from_keras(ox.adam(), keras_opt, params)
+  with pytest.raises(ValueError, match="nu_hat"):
+    ox.state_from_keras(ox.adam(use_ema=True, amsgrad=True), keras_opt,
+                        params)
+  with pytest.raises(ValueError, match="accumulation"):
+    ox.state_from_keras(ox.adam(use_ema=True, gradient_accumulation_steps=2),
+                        keras_opt, params)
+  with pytest.raises(ValueError, match="trainable leaves"):
+    ox.state_from_keras(ox.adam(use_ema=True), keras_opt,
+                        {"w": params["scale"]})
+  with pytest.raises(ValueError, match="SGD"):
+    sgd = keras.optimizers.SGD()
+    sgd.build([keras.Variable(np.zeros(2))])
+    ox.from_keras(sgd, np.zeros(2, np.float32))
