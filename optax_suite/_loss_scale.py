@@ -218,7 +218,11 @@ def loss_scale_optimizer(
     return new_updates, LossScaleState(
         loss_scale.loss_scale, loss_scale.counter, inner_state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  opt = _optimizer.KerasOptimizer(init_fn, update_fn)  # For get_config.
+  opt.config = dict(inner=inner, initial_scale=initial_scale,
+                    dynamic_growth_steps=dynamic_growth_steps)
+  opt.factory = loss_scale_optimizer
+  return opt
 
 
 def _find(tree: Any, cls: type) -> list:
