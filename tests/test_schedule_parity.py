@@ -57,7 +57,11 @@ CASES = {
              ema_momentum=0.7, clipvalue=0.5)),
     "adadelta-polynomial-cycle": (
         "adadelta", "PolynomialDecay",
-        dict(initial_learning_rate=2.0, decay_steps=7, end_learning_rate=0.1,
+        # decay_steps a power of 2: under `jax.jit` XLA turns Keras's
+        # `step / decay_steps` into a product by the reciprocal, so with 7
+        # Keras's own cycle boundaries move (ceil(21 * (1/7)) = 4); exact
+        # reciprocals keep the oracle at Keras's eager values.
+        dict(initial_learning_rate=2.0, decay_steps=8, end_learning_rate=0.1,
              power=2.0, cycle=True),
         dict(rho=0.8, gradient_accumulation_steps=2, weight_decay=0.05,
              use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3)),
