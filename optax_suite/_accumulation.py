@@ -13,7 +13,15 @@ from optax_suite import _common
 
 
 class AccumulationState(NamedTuple):
-  """State of :func:`accumulate_gradients`."""
+  """State of :func:`accumulate_gradients`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = ox.accumulate_gradients(optax.sgd(1.0), 2)
+    >>> _, state = tx.update(jnp.array([1.0, 2.0]), tx.init(jnp.zeros(2)))
+    >>> state.count, state.accumulated
+    (Array(1, dtype=int32), Array([1., 2.], dtype=float32))
+  """
   count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
   accumulated: optax.Updates  # like params (acc dtype), sum since last update.
   inner_state: optax.OptState  # state of the wrapped transformation.

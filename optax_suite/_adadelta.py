@@ -12,7 +12,15 @@ from optax_suite import _common
 
 
 class ScaleByAdadeltaState(NamedTuple):
-  """State of :func:`scale_by_adadelta`."""
+  """State of :func:`scale_by_adadelta`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> tx = ox.scale_by_adadelta(rho=0.5)
+    >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    >>> state.accumulated_grad  # rho * 0 + (1 - rho) * g**2
+    Array([2.], dtype=float32)
+  """
   count: chex.Array  # int32 [], update steps taken (for schedules).
   accumulated_grad: optax.Updates  # like params (slot dtype), E[g^2].
   accumulated_delta_var: optax.Updates  # like params (slot dtype), E[dx^2].

@@ -13,7 +13,15 @@ from optax_suite import _common
 
 
 class ScaleByAdamState(NamedTuple):
-  """State of :func:`scale_by_adam`."""
+  """State of :func:`scale_by_adam`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> tx = ox.scale_by_adam(beta_1=0.5, beta_2=0.75)
+    >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    >>> state.mu, state.nu, state.nu_hat
+    (Array([1.], dtype=float32), Array([1.], dtype=float32), None)
+  """
   count: chex.Array  # int32 [], update steps taken (Keras `iterations`).
   mu: optax.Updates  # like params (slot dtype), first moment.
   nu: optax.Updates  # like params (slot dtype), second moment.

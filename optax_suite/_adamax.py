@@ -12,7 +12,15 @@ from optax_suite import _common
 
 
 class ScaleByAdamaxState(NamedTuple):
-  """State of :func:`scale_by_adamax`."""
+  """State of :func:`scale_by_adamax`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> tx = ox.scale_by_adamax(beta_1=0.5)
+    >>> _, state = tx.update(jnp.array([-2.0]), tx.init(jnp.zeros(1)))
+    >>> state.m, state.u
+    (Array([-1.], dtype=float32), Array([2.], dtype=float32))
+  """
   count: chex.Array  # int32 [], update steps taken (Keras `iterations`).
   m: optax.Updates  # like params (slot dtype), first moment.
   u: optax.Updates  # like params (slot dtype), exponentially weighted inf-norm.

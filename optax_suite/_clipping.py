@@ -96,7 +96,14 @@ def clip_by_value(clipvalue: float) -> optax.GradientTransformation:
 
 
 def global_norm(tree: Any) -> jax.Array:
-  """The L2 norm over all floating leaves, summed leaf by leaf as Keras does."""
+  """The L2 norm over all floating leaves, summed leaf by leaf as Keras does.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> ox.global_norm({'a': jnp.array([3.0]), 'b': jnp.array([4.0]),
+    ...                 'step': jnp.array(7)})  # integer leaves do not count
+    Array(5., dtype=float32)
+  """
   leaves = [
       jnp.sum(jnp.square(g.astype(_common.compute_dtype(g.dtype))))
       for g in jax.tree.leaves(tree) if _common.is_trainable(g)

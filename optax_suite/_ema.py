@@ -13,7 +13,13 @@ from optax_suite import _common
 
 
 class EmaState(NamedTuple):
-  """State of :func:`ema`."""
+  """State of :func:`ema`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> ox.ema(0.9).init(jnp.array([1.0, 2.0]))
+    EmaState(count=Array(0, dtype=int32), ema=Array([1., 2.], dtype=float32))
+  """
   count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
   ema: optax.Params  # like params (param dtype), the moving average.
 

@@ -99,7 +99,15 @@ class DynamicLossScale:
 
 
 class LossScaleState(NamedTuple):
-  """State of :func:`loss_scale_optimizer`."""
+  """State of :func:`loss_scale_optimizer`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> opt = ox.loss_scale_optimizer(ox.adam(), initial_scale=1024.0)
+    >>> state = opt.init(jnp.zeros(2))
+    >>> state.scale, state.step_counter
+    (Array(1024., dtype=float32), Array(0, dtype=int32))
+  """
   scale: chex.Array  # float32 [], the dynamic loss scale (Keras dynamic_scale).
   step_counter: chex.Array  # int32 [], finite steps in a row since a change.
   inner_state: optax.OptState  # state of the wrapped optimizer.

@@ -24,7 +24,14 @@ from optax_suite import _weight_decay
 
 
 class KerasOptimizerState(NamedTuple):
-  """State of every optimizer built by :func:`keras_optimizer`."""
+  """State of every optimizer built by :func:`keras_optimizer`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> state = ox.adam(loss_scale_factor=8.0).init(jnp.zeros(2))
+    >>> state.count, state.loss_scale_factor, state.ema
+    (Array(0, dtype=int32), Array(8., dtype=float32), EmptyState())
+  """
   count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
   loss_scale_factor: chex.Array  # float32 [], static loss scale (1.0 if None).
   inner: optax.OptState  # chain state, wrapped in AccumulationState if k > 1.
@@ -36,6 +43,14 @@ class KerasOptimizer(optax.GradientTransformationExtraArgs):
 
   It is the ``(init, update)`` pair optax expects; ``config`` holds the
   arguments it was built with (see :func:`optax_suite.get_config`).
+
+  Example:
+    >>> import optax, optax_suite as ox
+    >>> opt = ox.adamax(learning_rate=0.01, use_ema=True)
+    >>> isinstance(opt, optax.GradientTransformationExtraArgs)
+    True
+    >>> opt.config['learning_rate'], opt.config['name']
+    (0.01, 'adamax')
   """
   config: dict
   factory: Callable[..., Any]
@@ -139,6 +154,15 @@ def keras_optimizer(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
     ``(grads, state, params)``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> opt = ox.keras_optimizer(lambda lr: ox.scale_by_adamax(lr),
+    ...                          learning_rate=0.1, clipvalue=0.5)
+    >>> params = jnp.array([1.0])
+    >>> updates, _ = opt.update(jnp.array([3.0]), opt.init(params), params)
+    >>> updates  # the gradient clipped to 0.5, then one Adamax step of lr
+    Array([-0.1], dtype=float32)
   """
   check_base_arguments(
       learning_rate=learning_rate, weight_decay=weight_decay,

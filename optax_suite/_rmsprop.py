@@ -13,7 +13,15 @@ from optax_suite import _common
 
 
 class ScaleByRmspropState(NamedTuple):
-  """State of :func:`scale_by_rmsprop`."""
+  """State of :func:`scale_by_rmsprop`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> tx = ox.scale_by_rmsprop(rho=0.75, momentum=0.5)
+    >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    >>> state.velocity, state.momentum is not None
+    (Array([1.], dtype=float32), True)
+  """
   count: chex.Array  # int32 [], update steps taken (for schedules).
   velocity: optax.Updates  # like params (slot dtype), E[g^2].
   momentum: Optional[optax.Updates]  # like params; None when momentum == 0.

@@ -16,7 +16,13 @@ MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 class DecoupledWeightDecayState(NamedTuple):
-  """State of :func:`add_decoupled_weight_decay`."""
+  """State of :func:`add_decoupled_weight_decay`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> ox.add_decoupled_weight_decay(0.1).init({'w': jnp.ones(2)})
+    DecoupledWeightDecayState(count=Array(0, dtype=int32))
+  """
   count: chex.Array  # int32 [], calls so far (for a learning-rate schedule).
 
 
