@@ -1,0 +1,50 @@
+"""Keras 3 learning-rate schedules as optax schedules.
+
+Snake-case factories with the argument names, order and defaults of the
+classes in ``keras.optimizers.schedules``; each returns a frozen, hashable
+``step -> float32`` callable that optax accepts as a learning rate, plus
+:func:`serialize` and :func:`from_config` for Keras-compatible configs.
+
+Example:
+
+>>> from optax_suite import schedules
+>>> sched = schedules.exponential_decay(0.1, decay_steps=100, decay_rate=0.5)
+>>> float(sched(100))
+0.05
+>>> schedules.from_config(schedules.serialize(sched)) == sched
+True
+"""
+
+from optax_suite._schedules import (
+    CosineDecay,
+    CosineDecayRestarts,
+    ExponentialDecay,
+    InverseTimeDecay,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
+    cosine_decay,
+    cosine_decay_restarts,
+    exponential_decay,
+    from_config,
+    inverse_time_decay,
+    piecewise_constant_decay,
+    polynomial_decay,
+    serialize,
+)
+
+__all__ = [
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "cosine_decay",
+    "cosine_decay_restarts",
+    "exponential_decay",
+    "from_config",
+    "inverse_time_decay",
+    "piecewise_constant_decay",
+    "polynomial_decay",
+    "serialize",
+]
