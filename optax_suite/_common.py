@@ -30,7 +30,7 @@ def is_concrete(value: Any) -> bool:
 
 
 def _as_float(value: Any) -> Optional[float]:
-  if isinstance(value, bool) or value is None or callable(value):
+  if value is None or callable(value) or isinstance(value, (bool, str, bytes)):
     return None
   if not is_concrete(value):
     return None
@@ -193,8 +193,8 @@ def check_same_structure(grads: Any, params: Any) -> None:
   """Grads and params must have the same tree structure."""
   if params is None:
     return
-  gs = jax.tree.structure(grads, is_leaf=_none_is_leaf)
-  ps = jax.tree.structure(params, is_leaf=_none_is_leaf)
+  gs = jax.tree.structure(grads)  # A None grad for an array param differs.
+  ps = jax.tree.structure(params)
   if gs != ps:
     raise ValueError(
         "The structure of the gradients does not match the structure of "

@@ -174,6 +174,7 @@ def keras_optimizer(
       exclude_from_weight_decay=exclude_from_weight_decay,
       weight_decay_mask=weight_decay_mask)
   clip = _clip(clipnorm, clipvalue, global_clipnorm)
+  scale_by_rule(0.0)  # Runs the rule's own argument checks now.
 
   def step_transform(lr) -> optax.GradientTransformation:
     parts = [clip, scale_by_rule(lr), _weight_decay.descend_with_weight_decay(
