@@ -125,7 +125,8 @@ def test_long_run_grows_and_shrinks_like_keras():
   grads = hostile_grads(params, 200, bad_steps=bad, seed=1, scale=1.0)
   kwargs = dict(learning_rate=0.003, gradient_accumulation_steps=2,
                 use_ema=True, ema_overwrite_frequency=7)
-  want, want_scale = keras_ls_trajectory("adam", params, grads, 1.0, 3, **kwargs)
+  want, want_scale = keras_ls_trajectory(
+      "adam", params, grads, 1.0, 3, **kwargs)
   got, got_scale, _ = ours_ls_trajectory(
       ox.loss_scale_optimizer(ox.adam(**kwargs), 1.0, 3), params, grads)
   assert got_scale == want_scale
