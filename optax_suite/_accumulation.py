@@ -80,28 +80,34 @@ def accumulate_gradients(
   def update_fn(updates, state, params=None, **extra_args):
     is_update = (state.count + 1) % k == 0
 
-    def add(acc, g):
-      return None if acc is None else (acc + g).astype(acc.dtype)
-
     def update_branch(operands):
       grads, acc, inner_state, params = operands
       mean = _common.tree_map(
           lambda a, g: g if a is None else (g + a) / k, acc, grads)
       new_updates, inner_state = inner.update(
           mean, inner_state, params, **extra_args)
-      reset = _common.tree_map(
-          lambda a: None if a is None else jnp.zeros_like(a), acc)
-      return new_updates, reset, inner_state
+      return new_updates, inner_state, jnp.ones([], jnp.bool_)
 
     def micro_branch(operands):
       grads, acc, inner_state, params = operands
       zero = _common.tree_map(
           lambda a, g: _common.zero_update(g), acc, grads)
-      return zero, _common.tree_map(add, acc, grads), inner_state
+      return zero, inner_state, jnp.zeros([], jnp.bool_)
 
-    new_updates, acc, inner_state = jax.lax.cond(
+    # The accumulator is updated after the `cond`, in one elementwise pass
+    # that writes it in place; returned from the `cond`, it would be copied
+    # into its (donated) output buffer on every call. Taking the flag from
+    # the `cond` orders that pass after it, so the old accumulator needs no
+    # defensive copy either.
+    def next_acc(acc, g):
+      if acc is None:
+        return None
+      return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
+
+    new_updates, inner_state, reset = jax.lax.cond(
         is_update, update_branch, micro_branch,
         (updates, state.accumulated, state.inner_state, params))
+    acc = _common.tree_map(next_acc, state.accumulated, updates)
     return new_updates, AccumulationState(
         optax.safe_increment(state.count), acc, inner_state)
 

@@ -158,12 +158,22 @@ def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
 def zeros_like(p: Any, dtype: Any = None) -> Any:
   """A zero slot for a trainable leaf, `None` for any other leaf.
 
-  The slot keeps `p`'s sharding (the same as `jnp.zeros_like`, which keeps it
-  eagerly and lets the compiler propagate it under `jax.jit`).
+  The slot keeps `p`'s sharding, eagerly and under `jax.jit`. Eagerly (and
+  on an explicitly sharded mesh) `jnp.zeros_like` does. Under `jax.jit` on an
+  automatically sharded mesh a constant has no data dependence for the
+  compiler to propagate `p`'s sharding along, so it would come out replicated
+  (what optax's own `init`s do); the zeros are therefore computed from `p`
+  (`|p * 0|`, with the NaN that gives for a non-finite `p` replaced by 0),
+  which the compiler cannot fold into a constant.
   """
   if not is_trainable(p):
     return None
-  return jnp.zeros_like(p, dtype=dtype or p.dtype)
+  dtype = dtype or p.dtype
+  if is_concrete(p):
+    return jnp.zeros_like(p, dtype=dtype)
+  zero = jnp.abs(p * jnp.zeros([], p.dtype))
+  zero = jnp.where(zero == 0, zero, jnp.zeros([], p.dtype))
+  return zero.astype(dtype)
 
 
 def zero_update(g: Any) -> Any:
