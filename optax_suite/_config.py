@@ -242,8 +242,8 @@ def from_config(config: Mapping[str, Any],
       raise ValueError(
           f"The config of {class_name} has no 'inner_optimizer'. Received: "
           f"config={dict(config)!r}")
-    kwargs = {k: config[k] for k in ("initial_scale", "dynamic_growth_steps")
-              if k in config}
+    kwargs = {k: config[k] for k in ("initial_scale", "dynamic_growth_steps",
+                                     "name") if k in config}
     return _loss_scale.loss_scale_optimizer(
         from_config(config["inner_optimizer"]), **kwargs)
   factory, own_keys = _OPTIMIZERS[class_name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax
@@ -134,6 +134,7 @@ def loss_scale_optimizer(
     inner: optax.GradientTransformation,
     initial_scale: float = 2.0**15,
     dynamic_growth_steps: int = 2000,
+    name: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Keras's ``LossScaleOptimizer``: dynamic loss scaling around ``inner``.
 
@@ -157,6 +158,7 @@ def loss_scale_optimizer(
     initial_scale: the first loss scale, a finite number > 0.
     dynamic_growth_steps: finite steps in a row before the scale doubles, an
       integer >= 1.
+    name: kept in the config (as Keras's); no effect on the numbers.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with :class:`LossScaleState`.
@@ -228,7 +230,7 @@ def loss_scale_optimizer(
 
   opt = _optimizer.KerasOptimizer(init_fn, update_fn)  # For get_config.
   opt.config = dict(inner=inner, initial_scale=initial_scale,
-                    dynamic_growth_steps=dynamic_growth_steps)
+                    dynamic_growth_steps=dynamic_growth_steps, name=name)
   opt.factory = loss_scale_optimizer
   return opt
 

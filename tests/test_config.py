@@ -169,7 +169,8 @@ def test_loss_scale_optimizer_from_keras():
   direct = ox.loss_scale_optimizer(
       ox.adam(ox.schedules.inverse_time_decay(0.02, 3, 0.5),
               name=keras_opt.inner_optimizer.name),  # Keras numbers names.
-      initial_scale=64.0, dynamic_growth_steps=3)
+      initial_scale=64.0, dynamic_growth_steps=3,
+      name=keras_opt.name)  # Keras numbers names per process.
   params = make_params(9)
   grads = varied_grads(params, 8, seed=9)
   a, state = ours_trajectory(opt, params, grads)
