@@ -116,6 +116,13 @@ def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
   EMA, the averages replace the trainable leaves; otherwise ``params`` come
   back unchanged. Integer leaves are always kept.
 
+  With Flax NNX, pass plain arrays and write the result back::
+
+    final = ox.finalize_variable_values(
+        nnx.as_pure(nnx.state(model, nnx.Param)),
+        nnx.as_pure(optimizer.opt_state))
+    nnx.update(model, final)
+
   Args:
     params: the current parameters.
     state: the optimizer state.
