@@ -226,3 +226,12 @@ def tree_map_n(fn: Callable[..., tuple], n: int, tree: Any, *rest: Any):
   return tuple(
       jax.tree.map(lambda pk, i=i: pk.values[i], packed) for i in range(n)
   )
+
+
+def find_nodes(tree: Any, cls: type) -> list:
+  """Every node of type `cls` in `tree` (e.g. an `EmaState` in a chain state)."""
+  return [
+      node for node in jax.tree.leaves(
+          tree, is_leaf=lambda x: isinstance(x, cls))
+      if isinstance(node, cls)
+  ]

@@ -137,7 +137,7 @@ def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
     >>> ox.finalize_variable_values(params, opt.init(params))['w']
     Array([1., 1., 1.], dtype=float32)
   """
-  found = [s for s in _find(state, EmaState)]
+  found = _common.find_nodes(state, EmaState)
   if not found:
     return params
   if len(found) > 1:
@@ -147,12 +147,3 @@ def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
   average = found[0].ema
   return _common.tree_map(
       lambda avg, p: p if avg is None else avg.astype(p.dtype), average, params)
-
-
-def _find(tree: Any, cls: type):
-  """Every node of type `cls` in `tree`, outermost first."""
-  return [
-      node for node in jax.tree.leaves(
-          tree, is_leaf=lambda x: isinstance(x, cls))
-      if isinstance(node, cls)
-  ]

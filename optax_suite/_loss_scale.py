@@ -235,11 +235,6 @@ def loss_scale_optimizer(
   return opt
 
 
-def _find(tree: Any, cls: type) -> list:
-  return [n for n in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, cls))
-          if isinstance(n, cls)]
-
-
 def scale_loss(loss: Any, state: Any) -> jax.Array:
   """Multiplies ``loss`` by the loss scale that ``state`` holds.
 
@@ -265,7 +260,7 @@ def scale_loss(loss: Any, state: Any) -> jax.Array:
   """
   for cls, field in ((LossScaleState, "scale"),
                      (_optimizer.KerasOptimizerState, "loss_scale_factor")):
-    found = _find(state, cls)
+    found = _common.find_nodes(state, cls)
     if found:
       return jnp.asarray(loss) * getattr(found[0], field)
   return jnp.asarray(loss) * jnp.ones([], jnp.float32)

@@ -105,6 +105,27 @@ def add_decoupled_weight_decay(
   _common.check_non_negative("weight_decay", weight_decay)
   _common.check_learning_rate(learning_rate)
 
+  def leaf(p, u, flag, lr):
+    if flag is False or u is None:
+      return u
+    dt = _common.compute_dtype(p.dtype)
+    decay = (p.astype(dt) * weight_decay) * lr.astype(dt)
+    if flag is not True:
+      decay = jnp.where(flag, decay, 0)
+    return (u.astype(dt) + decay).astype(u.dtype)
+
+  return _per_leaf_with_decay_mask(
+      leaf, learning_rate, weight_decay_mask, exclude_from_weight_decay)
+
+
+def _per_leaf_with_decay_mask(leaf, learning_rate, weight_decay_mask,
+                              exclude_from_weight_decay):
+  """The transformation `u <- leaf(param, u, decays, lr)`, leaf by leaf.
+
+  `decays` is the leaf's entry of :func:`decay_mask` and `lr` the learning
+  rate at this call; the state counts calls for a schedule.
+  """
+
   def init_fn(params):
     del params
     return DecoupledWeightDecayState(jnp.zeros([], jnp.int32))
@@ -113,17 +134,8 @@ def add_decoupled_weight_decay(
     _common.check_params(params, "weight decay")
     lr = _common.learning_rate_at(learning_rate, state.count)
     mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
-
-    def leaf(p, u, flag):
-      if flag is False or u is None:
-        return u
-      dt = _common.compute_dtype(p.dtype)
-      decay = (p.astype(dt) * weight_decay) * lr.astype(dt)
-      if flag is not True:
-        decay = jnp.where(flag, decay, 0)
-      return (u.astype(dt) + decay).astype(u.dtype)
-
-    updates = _common.tree_map(leaf, params, updates, mask)
+    updates = _common.tree_map(
+        lambda p, u, flag: leaf(p, u, flag, lr), params, updates, mask)
     return updates, DecoupledWeightDecayState(optax.safe_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -164,28 +176,17 @@ def descend_with_weight_decay(
     return optax.stateless(lambda u, params: _common.tree_map(_negate, u))
   _common.check_non_negative("weight_decay", weight_decay)
 
-  def init_fn(params):
-    del params
-    return DecoupledWeightDecayState(jnp.zeros([], jnp.int32))
+  def leaf(p, d, flag, lr):
+    if d is None:
+      return None
+    if flag is False:
+      return _negate(d)
+    dt = _common.compute_dtype(p.dtype)
+    w = p.astype(dt)
+    w1 = w - (w * weight_decay) * lr.astype(dt)
+    if flag is not True:
+      w1 = jnp.where(flag, w1, w)
+    return ((w1 - d.astype(dt)) - w).astype(d.dtype)
 
-  def update_fn(updates, state, params=None):
-    _common.check_params(params, "weight decay")
-    lr = _common.learning_rate_at(learning_rate, state.count)
-    mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
-
-    def leaf(p, d, flag):
-      if d is None:
-        return None
-      if flag is False:
-        return _negate(d)
-      dt = _common.compute_dtype(p.dtype)
-      w = p.astype(dt)
-      w1 = w - (w * weight_decay) * lr.astype(dt)
-      if flag is not True:
-        w1 = jnp.where(flag, w1, w)
-      return ((w1 - d.astype(dt)) - w).astype(d.dtype)
-
-    updates = _common.tree_map(leaf, params, updates, mask)
-    return updates, DecoupledWeightDecayState(optax.safe_increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _per_leaf_with_decay_mask(
+      leaf, learning_rate, weight_decay_mask, exclude_from_weight_decay)
