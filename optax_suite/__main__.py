@@ -9,6 +9,7 @@ the largest deviation of the parameters over the whole run.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -62,9 +63,10 @@ def _loss(params, x, y):
 
 
 def _train(opt, params, x, y, scale):
+  params = jax.tree.map(jnp.copy, params)  # the step donates its inputs
   state = opt.init(params)
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=(0, 1))  # update in place
   def step(params, state):
     loss, grads = jax.value_and_grad(_loss)(params, x, y)
     grads = jax.tree.map(lambda g: g * scale, grads)  # as if the loss were scaled
@@ -76,7 +78,7 @@ def _train(opt, params, x, y, scale):
     params, state, loss, grads = step(params, state)
     history.append(float(loss))
     grads_seq.append(grads)
-    per_step.append(params)
+    per_step.append(jax.device_get(params))  # a host copy: params are donated
   return ox.finalize_variable_values(params, state), history, grads_seq, per_step
 
 
