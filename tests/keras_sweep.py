@@ -51,25 +51,30 @@ def rand_cfg(rng):
   if rng.random()<0.5: kw["gradient_accumulation_steps"] = int(rng.integers(2, 6))
   kwo.update(kw); kwk.update(kw)
   return kind, kwo, kwk
-worst = 0
-seed0 = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-for seed in range(seed0, seed0 + 60):
-  rng = np.random.default_rng(seed)
-  kind, kwo, kwk = rand_cfg(rng)
-  shapes = [tuple(int(d) for d in rng.integers(1, 5, size=rng.integers(0, 4))) for _ in range(int(rng.integers(1, 5)))]
-  params = {f"l{i}": jnp.asarray(rng.normal(size=s) * float(rng.choice([0.01, 1, 100])), jnp.float32) for i, s in enumerate(shapes)}
-  grads = varied_grads(params, 30, seed=seed, scale=float(rng.choice([1e-3, 1, 10])))
-  k, _ = keras_trajectory(kind, params, grads, **kwk)
-  o, _ = ours_trajectory(getattr(ox, kind)(**kwo), params, grads)
-  # relative deviation
-  dev = 0
-  for a, b in zip(k, o):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-      x = np.asarray(x, np.float64); y = np.asarray(y, np.float64)
-      nan = np.isnan(x) & np.isnan(y)
-      d = np.where(nan, 0, np.abs(x - y) / (1e-6 + np.abs(x)))
-      dev = max(dev, float(np.max(d, initial=0)))
-  worst = max(worst, dev)
-  if dev > 1e-5 or not np.isfinite(dev):
-    print("MISMATCH", seed, kind, {k_: (v if not callable(v) else type(v).__name__) for k_, v in kwo.items()}, dev, flush=True)
-print("worst rel dev", worst)
+def main():
+  worst = 0
+  seed0 = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+  for seed in range(seed0, seed0 + 60):
+    rng = np.random.default_rng(seed)
+    kind, kwo, kwk = rand_cfg(rng)
+    shapes = [tuple(int(d) for d in rng.integers(1, 5, size=rng.integers(0, 4))) for _ in range(int(rng.integers(1, 5)))]
+    params = {f"l{i}": jnp.asarray(rng.normal(size=s) * float(rng.choice([0.01, 1, 100])), jnp.float32) for i, s in enumerate(shapes)}
+    grads = varied_grads(params, 30, seed=seed, scale=float(rng.choice([1e-3, 1, 10])))
+    k, _ = keras_trajectory(kind, params, grads, **kwk)
+    o, _ = ours_trajectory(getattr(ox, kind)(**kwo), params, grads)
+    # relative deviation
+    dev = 0
+    for a, b in zip(k, o):
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x = np.asarray(x, np.float64); y = np.asarray(y, np.float64)
+        nan = np.isnan(x) & np.isnan(y)
+        d = np.where(nan, 0, np.abs(x - y) / (1e-6 + np.abs(x)))
+        dev = max(dev, float(np.max(d, initial=0)))
+    worst = max(worst, dev)
+    if dev > 1e-5 or not np.isfinite(dev):
+      print("MISMATCH", seed, kind, {k_: (v if not callable(v) else type(v).__name__) for k_, v in kwo.items()}, dev, flush=True)
+  print("worst rel dev", worst)
+
+
+if __name__ == "__main__":
+  main()
