@@ -70,10 +70,9 @@ def accumulate_gradients(
   k = gradient_accumulation_steps
 
   def init_fn(params):
-    zeros = lambda p: _common.zeros_like(p, acc_dtype)
     return AccumulationState(
         jnp.zeros([], jnp.int32),
-        _common.tree_map(zeros, params),
+        _common.slots(params, acc_dtype),
         inner.init(params),
     )
 

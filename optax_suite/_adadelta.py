@@ -69,11 +69,10 @@ def scale_by_adadelta(
   _common.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
-    zeros = lambda p: _common.zeros_like(p, slot_dtype)
     return ScaleByAdadeltaState(
         jnp.zeros([], jnp.int32),
-        _common.tree_map(zeros, params),
-        _common.tree_map(zeros, params),
+        _common.slots(params, slot_dtype),
+        _common.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):

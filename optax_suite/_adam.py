@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -79,13 +78,12 @@ def scale_by_adam(
   _common.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
-    mu = _common.tree_map(lambda p: _common.zeros_like(p, slot_dtype), params)
-    nu = _common.tree_map(lambda p: _common.zeros_like(p, slot_dtype), params)
-    nu_hat = (
-        _common.tree_map(lambda p: _common.zeros_like(p, slot_dtype), params)
-        if amsgrad else None
+    return ScaleByAdamState(
+        jnp.zeros([], jnp.int32),
+        _common.slots(params, slot_dtype),
+        _common.slots(params, slot_dtype),
+        _common.slots(params, slot_dtype) if amsgrad else None,
     )
-    return ScaleByAdamState(jnp.zeros([], jnp.int32), mu, nu, nu_hat)
 
   def update_fn(updates, state, params=None):
     del params
@@ -111,7 +109,7 @@ def scale_by_adam(
       u = (m32 * alpha.astype(dt)) / (jnp.sqrt(denom_v) + epsilon)
       return u.astype(g.dtype), m32.astype(m.dtype), v32.astype(v.dtype), v_hat
 
-    nu_hat = state.nu_hat if amsgrad else jax.tree.map(lambda _: None, state.mu)
+    nu_hat = state.nu_hat if amsgrad else _common.nones_like(state.mu)
     u, mu, nu, nu_hat = _common.tree_map_n(
         leaf, 4, state.mu, updates, state.nu, nu_hat)
     return u, ScaleByAdamState(

@@ -74,11 +74,10 @@ def scale_by_adamax(
   _common.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
-    zeros = lambda p: _common.zeros_like(p, slot_dtype)
     return ScaleByAdamaxState(
         jnp.zeros([], jnp.int32),
-        _common.tree_map(zeros, params),
-        _common.tree_map(zeros, params),
+        _common.slots(params, slot_dtype),
+        _common.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):

@@ -176,6 +176,16 @@ def zeros_like(p: Any, dtype: Any = None) -> Any:
   return zero.astype(dtype)
 
 
+def slots(params: Any, dtype: Any = None) -> Any:
+  """A zero slot per trainable leaf of `params` (`None` for the others)."""
+  return tree_map(lambda p: zeros_like(p, dtype), params)
+
+
+def nones_like(tree: Any) -> Any:
+  """A tree like `tree` with `None` at every leaf: an absent optional slot."""
+  return jax.tree.map(lambda _: None, tree)
+
+
 def zero_update(g: Any) -> Any:
   """The update of a leaf that is not trained: zeros of its own dtype."""
   if g is None:

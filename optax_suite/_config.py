@@ -22,7 +22,6 @@ import optax
 from optax_suite import _aliases
 from optax_suite import _common
 from optax_suite import _loss_scale
-from optax_suite import _optimizer
 from optax_suite import _schedules
 
 # Keras class name -> (factory, the factory's own keys in Keras's order).

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -84,12 +83,12 @@ def scale_by_rmsprop(
   _common.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
-    zeros = lambda p: _common.zeros_like(p, slot_dtype)
     return ScaleByRmspropState(
         jnp.zeros([], jnp.int32),
-        _common.tree_map(zeros, params),
-        _common.tree_map(zeros, params) if _uses_momentum(momentum) else None,
-        _common.tree_map(zeros, params) if centered else None,
+        _common.slots(params, slot_dtype),
+        (_common.slots(params, slot_dtype) if _uses_momentum(momentum)
+         else None),
+        _common.slots(params, slot_dtype) if centered else None,
     )
 
   def update_fn(updates, state, params=None):
@@ -97,7 +96,7 @@ def scale_by_rmsprop(
     lr = _common.learning_rate_at(learning_rate, state.count)
     one_minus_rho = 1 - rho
     has_momentum = state.momentum is not None
-    nones = jax.tree.map(lambda _: None, state.velocity)
+    nones = _common.nones_like(state.velocity)
     mom_in = state.momentum if has_momentum else nones
     avg_in = state.average_gradient if centered else nones
 
