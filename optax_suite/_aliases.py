@@ -7,6 +7,7 @@ plus two keyword-only weight-decay exclusions, and returns the chain built by
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional, Sequence
 
 from optax_suite import _adadelta
@@ -46,12 +47,14 @@ _BASE_DOC = """
 """
 
 
+# keras_optimizer's keyword arguments: the base options every factory passes on.
+_BASE_ARGUMENTS = tuple(
+    p.name for p in inspect.signature(_optimizer.keras_optimizer).parameters
+    .values() if p.kind is p.KEYWORD_ONLY)
+
+
 def _build(factory, name, rule, arguments) -> _optimizer.KerasOptimizer:
-  base = {k: arguments[k] for k in (
-      "learning_rate", "weight_decay", "clipnorm", "clipvalue",
-      "global_clipnorm", "use_ema", "ema_momentum", "ema_overwrite_frequency",
-      "loss_scale_factor", "gradient_accumulation_steps",
-      "exclude_from_weight_decay", "weight_decay_mask")}
+  base = {k: arguments[k] for k in _BASE_ARGUMENTS}
   tx = _optimizer.keras_optimizer(rule, **base)
   opt = _optimizer.KerasOptimizer(tx.init, tx.update)
   opt.config = dict(arguments, name=arguments["name"] or name)

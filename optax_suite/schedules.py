@@ -15,36 +15,6 @@ Example:
 True
 """
 
-from optax_suite._schedules import (
-    CosineDecay,
-    CosineDecayRestarts,
-    ExponentialDecay,
-    InverseTimeDecay,
-    PiecewiseConstantDecay,
-    PolynomialDecay,
-    cosine_decay,
-    cosine_decay_restarts,
-    exponential_decay,
-    from_config,
-    inverse_time_decay,
-    piecewise_constant_decay,
-    polynomial_decay,
-    serialize,
-)
-
-__all__ = [
-    "CosineDecay",
-    "CosineDecayRestarts",
-    "ExponentialDecay",
-    "InverseTimeDecay",
-    "PiecewiseConstantDecay",
-    "PolynomialDecay",
-    "cosine_decay",
-    "cosine_decay_restarts",
-    "exponential_decay",
-    "from_config",
-    "inverse_time_decay",
-    "piecewise_constant_decay",
-    "polynomial_decay",
-    "serialize",
-]
+# pylint: disable=wildcard-import,unused-wildcard-import
+from optax_suite._schedules import *  # noqa: F401,F403
+from optax_suite._schedules import __all__  # noqa: F401
