@@ -9,6 +9,8 @@ chains the package's transformations in exactly that order; the factories
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import chex
@@ -16,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _accumulation
-from optax_suite import _clipping
+from optax_suite._options import accumulation as _accumulation
+from optax_suite._options import clipping as _clipping
 from optax_suite import _common
-from optax_suite import _ema
-from optax_suite import _weight_decay
+from optax_suite._options import ema as _ema
+from optax_suite._options import weight_decay as _weight_decay
 
 
 class KerasOptimizerState(NamedTuple):
@@ -220,3 +222,81 @@ def keras_optimizer(
         ema_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------
+# What every factory shares: its base arguments, their docs, and how it is
+# registered for configs and Keras state import.
+
+BASE_DOC = """
+  Base arguments (Keras's, same names and defaults):
+    weight_decay: decoupled decay ``w -= w * weight_decay * lr`` before the
+      update, or None.
+    clipnorm: clip each gradient leaf to this L2 norm, or None.
+    clipvalue: clip each gradient element to ``[-clipvalue, clipvalue]``.
+    global_clipnorm: clip all gradients to this global norm; a non-finite
+      norm makes every gradient NaN, as in Keras. At most one of the three.
+    use_ema: keep an exponential moving average of the parameters.
+    ema_momentum: momentum of that average, in [0, 1].
+    ema_overwrite_frequency: overwrite the parameters with the average every
+      this many update steps, or None.
+    loss_scale_factor: static loss scale; gradients are divided by it.
+    gradient_accumulation_steps: update every this many calls with the mean
+      gradient (an integer >= 2), or None.
+    name: kept in the config; it has no effect on the numbers.
+    exclude_from_weight_decay: keyword-only; name patterns searched in each
+      parameter's key path, matching ones do not decay.
+    weight_decay_mask: keyword-only; tree of booleans or callable
+      ``params -> tree``, True means decay.
+
+  ``learning_rate`` is a number, a schedule ``step -> lr`` (optax's, ours, or a
+  Keras ``LearningRateSchedule``; it sees every call, as in Keras), or a
+  zero-argument callable, which is called on each ``update`` and so, under
+  ``jax.jit``, once at trace time. Every number may also be injected with
+  ``optax.inject_hyperparams``. ``update`` needs ``params`` when weight decay
+  or EMA is on.
+"""
+
+
+def with_base_doc(factory):
+  """Fills the ``{base}`` line of a factory's docstring (absent under -OO)."""
+  if factory.__doc__:
+    factory.__doc__ = factory.__doc__.replace(
+        "  {base}", BASE_DOC.rstrip("\n"))
+  return factory
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasSpec:
+  """How a factory maps onto its Keras class.
+
+  Attributes:
+    class_name: the Keras class, e.g. ``"Adam"``.
+    factory: the package's factory with that class's signature.
+    own_keys: the factory's own config keys, in Keras's ``get_config`` order.
+    state_class: the rule's state (its slots are read by ``state_from_keras``).
+    slot_groups: ``keras_optimizer -> [[(keras slot name, state field)]]``,
+      the slots in the order Keras's ``build`` adds them: each group's slots
+      interleaved variable by variable, groups one after another.
+  """
+  class_name: str
+  factory: Callable[..., Any]
+  own_keys: tuple[str, ...]
+  state_class: type
+  slot_groups: Callable[[Any], list]
+
+
+# keras_optimizer's keyword arguments: the base options every factory passes on.
+BASE_ARGUMENTS = tuple(
+    p.name for p in inspect.signature(keras_optimizer).parameters
+    .values() if p.kind is p.KEYWORD_ONLY)
+
+
+def build(factory, name, rule, arguments) -> KerasOptimizer:
+  """The optimizer ``factory(**arguments)``: ``rule`` with the base options."""
+  base = {k: arguments[k] for k in BASE_ARGUMENTS}
+  tx = keras_optimizer(rule, **base)
+  opt = KerasOptimizer(tx.init, tx.update)
+  opt.config = dict(arguments, name=arguments["name"] or name)
+  opt.factory = factory
+  return opt

@@ -18,46 +18,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_suite import _accumulation
-from optax_suite import _adadelta
-from optax_suite import _adam
-from optax_suite import _adamax
+from optax_suite._options import accumulation as _accumulation
 from optax_suite import _common
-from optax_suite import _config
-from optax_suite import _ema
+from optax_suite import _rules
+from optax_suite._interop import config as _config
+from optax_suite._options import ema as _ema
 from optax_suite import _optimizer
-from optax_suite import _rmsprop
 
 
 def _slot_groups(keras_optimizer: Any) -> tuple[type, list]:
-  """The rule's state class and its slots as Keras's ``build`` adds them.
-
-  Each group is a list of ``(keras name, state field)`` that Keras adds
-  interleaved, variable by variable (``add_optimizer_variables`` with a list
-  of names); groups follow one another.
-  """
-  kind = type(keras_optimizer).__name__
-  if kind == "Adam":
-    groups = [[("momentum", "mu"), ("velocity", "nu")]]
-    if keras_optimizer.amsgrad:
-      groups.append([("velocity_hat", "nu_hat")])
-    return _adam.ScaleByAdamState, groups
-  if kind == "Adamax":
-    return _adamax.ScaleByAdamaxState, [[("momentum", "m"), ("norm", "u")]]
-  if kind == "Adadelta":
-    return _adadelta.ScaleByAdadeltaState, [[
-        ("accumulated_grad", "accumulated_grad"),
-        ("accumulated_delta_var", "accumulated_delta_var")]]
-  if kind == "RMSprop":
-    groups = [[("velocity", "velocity")]]
-    if keras_optimizer.momentum > 0:
-      groups.append([("momentum", "momentum")])
-    if keras_optimizer.centered:
-      groups.append([("average_gradient", "average_gradient")])
-    return _rmsprop.ScaleByRmspropState, groups
-  raise ValueError(
-      "Unsupported Keras optimizer: the state of Adam, Adamax, Adadelta and "
-      f"RMSprop can be imported. Received: {type(keras_optimizer).__name__}")
+  """The rule's state class and its slots as Keras's ``build`` adds them."""
+  spec = _rules.REGISTRY.get(type(keras_optimizer).__name__)
+  if spec is None:
+    raise ValueError(
+        "Unsupported Keras optimizer: the state of "
+        f"{', '.join(sorted(_rules.REGISTRY))} can be imported. "
+        f"Received: {type(keras_optimizer).__name__}")
+  return spec.state_class, spec.slot_groups(keras_optimizer)
 
 
 class _KerasVariables:

@@ -19,17 +19,15 @@ import jax
 import numpy as np
 import optax
 
-from optax_suite import _aliases
 from optax_suite import _common
-from optax_suite import _loss_scale
+from optax_suite._options import loss_scale as _loss_scale
 from optax_suite import _schedules
+from optax_suite import _rules
 
 # Keras class name -> (factory, the factory's own keys in Keras's order).
 _OPTIMIZERS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
-    "Adam": (_aliases.adam, ("beta_1", "beta_2", "epsilon", "amsgrad")),
-    "Adamax": (_aliases.adamax, ("beta_1", "beta_2", "epsilon")),
-    "Adadelta": (_aliases.adadelta, ("rho", "epsilon")),
-    "RMSprop": (_aliases.rmsprop, ("rho", "momentum", "epsilon", "centered")),
+    name: (spec.factory, spec.own_keys)
+    for name, spec in _rules.REGISTRY.items()
 }
 _CLASS_OF_FACTORY = {f: name for name, (f, _) in _OPTIMIZERS.items()}
 # Keras's base keys, in the order of `keras.Optimizer.get_config`.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
 import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
+from optax_suite import _optimizer
 
 
 class ScaleByRmspropState(NamedTuple):
@@ -128,3 +129,66 @@ def scale_by_rmsprop(
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+@_optimizer.with_base_doc
+def rmsprop(
+    learning_rate: _common.ScalarOrSchedule = 0.001,
+    rho: float = 0.9,
+    momentum: float = 0.0,
+    epsilon: float = 1e-7,
+    centered: bool = False,
+    weight_decay: Optional[float] = None,
+    clipnorm: Optional[float] = None,
+    clipvalue: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: Optional[int] = None,
+    loss_scale_factor: Optional[float] = None,
+    gradient_accumulation_steps: Optional[int] = None,
+    name: Optional[str] = None,
+    *,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+    weight_decay_mask: Any = None,
+) -> _optimizer.KerasOptimizer:
+  """Keras 3's ``RMSprop``: the update rule of :func:`scale_by_rmsprop`.
+
+  Args:
+    learning_rate: the learning rate (see below); it sits inside the momentum
+      buffer, as in Keras.
+    rho: decay rate of the running averages, in [0, 1).
+    momentum: heavy-ball momentum in [0, 1); 0 keeps no momentum slot.
+    epsilon: added under the square root.
+    centered: divide by the estimated variance instead of the raw second
+      moment.
+  {base}
+  Returns:
+    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> opt = ox.rmsprop(learning_rate=0.1)
+    >>> params = jnp.array(10.0)
+    >>> updates, _ = opt.update(params, opt.init(params))  # d(w**2/2)/dw = w
+    >>> optax.apply_updates(params, updates)
+    Array(9.683772, dtype=float32)
+  """
+  arguments = dict(locals())
+  rule = lambda lr: scale_by_rmsprop(
+      lr, rho, momentum, epsilon, centered)
+  return _optimizer.build(rmsprop, "rmsprop", rule, arguments)
+
+
+def _keras_slots(keras_optimizer):
+  groups = [[("velocity", "velocity")]]
+  if keras_optimizer.momentum > 0:
+    groups.append([("momentum", "momentum")])
+  if keras_optimizer.centered:
+    groups.append([("average_gradient", "average_gradient")])
+  return groups
+
+
+KERAS = _optimizer.KerasSpec(
+    class_name="RMSprop", factory=rmsprop, own_keys=("rho", "momentum", "epsilon", "centered"),
+    state_class=ScaleByRmspropState, slot_groups=_keras_slots)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
 import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
+from optax_suite import _optimizer
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -102,3 +103,60 @@ def scale_by_adamax(
     return step, ScaleByAdamaxState(optax.safe_increment(state.count), m, u)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+@_optimizer.with_base_doc
+def adamax(
+    learning_rate: _common.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    weight_decay: Optional[float] = None,
+    clipnorm: Optional[float] = None,
+    clipvalue: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: Optional[int] = None,
+    loss_scale_factor: Optional[float] = None,
+    gradient_accumulation_steps: Optional[int] = None,
+    name: Optional[str] = None,
+    *,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+    weight_decay_mask: Any = None,
+) -> _optimizer.KerasOptimizer:
+  """Keras 3's ``Adamax``: the update rule of :func:`scale_by_adamax`.
+
+  Args:
+    learning_rate: the learning rate (see below).
+    beta_1: decay rate of the first moment, in [0, 1).
+    beta_2: decay rate of the infinity norm, in [0, 1).
+    epsilon: added to the norm, inside the bias correction.
+  {base}
+  Returns:
+    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> opt = ox.adamax(learning_rate=0.1, gradient_accumulation_steps=2)
+    >>> params = jnp.array([1.0, -1.0])
+    >>> state = opt.init(params)
+    >>> for g in ([1.0, 0.0], [3.0, 0.0]):
+    ...   updates, state = opt.update(jnp.array(g), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params
+    Array([ 0.9..., -1. ], dtype=float32)
+  """
+  arguments = dict(locals())
+  rule = lambda lr: scale_by_adamax(lr, beta_1, beta_2, epsilon)
+  return _optimizer.build(adamax, "adamax", rule, arguments)
+
+
+def _keras_slots(keras_optimizer):
+  del keras_optimizer
+  return [[("momentum", "m"), ("norm", "u")]]
+
+
+KERAS = _optimizer.KerasSpec(
+    class_name="Adamax", factory=adamax, own_keys=("beta_1", "beta_2", "epsilon"),
+    state_class=ScaleByAdamaxState, slot_groups=_keras_slots)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
 import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
+from optax_suite import _optimizer
 
 
 class ScaleByAdamState(NamedTuple):
@@ -117,3 +118,63 @@ def scale_by_adam(
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+@_optimizer.with_base_doc
+def adam(
+    learning_rate: _common.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    weight_decay: Optional[float] = None,
+    clipnorm: Optional[float] = None,
+    clipvalue: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: Optional[int] = None,
+    loss_scale_factor: Optional[float] = None,
+    gradient_accumulation_steps: Optional[int] = None,
+    name: Optional[str] = None,
+    *,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+    weight_decay_mask: Any = None,
+) -> _optimizer.KerasOptimizer:
+  """Keras 3's ``Adam``: the update rule of :func:`scale_by_adam`.
+
+  Args:
+    learning_rate: the learning rate (see below).
+    beta_1: decay rate of the first moment, in [0, 1).
+    beta_2: decay rate of the second moment, in [0, 1).
+    epsilon: Keras's epsilon hat, added to ``sqrt(v)``.
+    amsgrad: use the AMSGrad maximum of the second moment.
+  {base}
+  Returns:
+    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
+    >>> opt = ox.adam(learning_rate=0.1, global_clipnorm=1.0)
+    >>> params = {'w': jnp.array([1.0, -1.0])}
+    >>> state = opt.init(params)
+    >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.0])},
+    ...                                      state, params)
+    >>> optax.apply_updates(params, updates)['w']
+    Array([ 0.9..., -1. ], dtype=float32)
+  """
+  arguments = dict(locals())
+  rule = lambda lr: scale_by_adam(lr, beta_1, beta_2, epsilon, amsgrad)
+  return _optimizer.build(adam, "adam", rule, arguments)
+
+
+def _keras_slots(keras_optimizer):
+  groups = [[("momentum", "mu"), ("velocity", "nu")]]
+  if keras_optimizer.amsgrad:
+    groups.append([("velocity_hat", "nu_hat")])
+  return groups
+
+
+KERAS = _optimizer.KerasSpec(
+    class_name="Adam", factory=adam, own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
+    state_class=ScaleByAdamState, slot_groups=_keras_slots)

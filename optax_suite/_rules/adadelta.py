@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
 import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
+from optax_suite import _optimizer
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -97,3 +98,56 @@ def scale_by_adadelta(
         optax.safe_increment(state.count), acc_g, acc_dx)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+@_optimizer.with_base_doc
+def adadelta(
+    learning_rate: _common.ScalarOrSchedule = 0.001,
+    rho: float = 0.95,
+    epsilon: float = 1e-7,
+    weight_decay: Optional[float] = None,
+    clipnorm: Optional[float] = None,
+    clipvalue: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: Optional[int] = None,
+    loss_scale_factor: Optional[float] = None,
+    gradient_accumulation_steps: Optional[int] = None,
+    name: Optional[str] = None,
+    *,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+    weight_decay_mask: Any = None,
+) -> _optimizer.KerasOptimizer:
+  """Keras 3's ``Adadelta``: the update rule of :func:`scale_by_adadelta`.
+
+  Args:
+    learning_rate: the learning rate (see below); 1.0 is the paper's form.
+    rho: decay rate of both running averages, in [0, 1).
+    epsilon: added under both square roots.
+  {base}
+  Returns:
+    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> opt = ox.adadelta(learning_rate=1.0)
+    >>> params = jnp.zeros(2)
+    >>> updates, _ = opt.update(jnp.array([1.0, -1.0]), opt.init(params))
+    >>> updates
+    Array([-0.0014...,  0.0014...], dtype=float32)
+  """
+  arguments = dict(locals())
+  rule = lambda lr: scale_by_adadelta(lr, rho, epsilon)
+  return _optimizer.build(adadelta, "adadelta", rule, arguments)
+
+
+def _keras_slots(keras_optimizer):
+  del keras_optimizer
+  return [[("accumulated_grad", "accumulated_grad"),
+           ("accumulated_delta_var", "accumulated_delta_var")]]
+
+
+KERAS = _optimizer.KerasSpec(
+    class_name="Adadelta", factory=adadelta, own_keys=("rho", "epsilon"),
+    state_class=ScaleByAdadeltaState, slot_groups=_keras_slots)

@@ -1,0 +1,20 @@
+"""The update rules, one module each.
+
+Each module holds a ``scale_by_<rule>`` transformation, its typed state, the
+factory with Keras's signature built on it, and its ``KERAS`` spec (Keras
+class name, config keys, slot layout). ``REGISTRY`` maps each Keras class
+name to its spec; configs and Keras state import read it, so a new rule is
+registered by adding its module here.
+"""
+
+from optax_suite._rules import adadelta
+from optax_suite._rules import adam
+from optax_suite._rules import adamax
+from optax_suite._rules import rmsprop
+
+REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
+    adadelta,
+    adam,
+    adamax,
+    rmsprop,
+)}
