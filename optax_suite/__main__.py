@@ -85,10 +85,10 @@ def _train(opt, params, x, y, scale):
 def _keras_deviation(kind, kwargs, params0, grads_seq, ours_params):
   """Max |ours - keras| over the run, Keras fed the very same gradients."""
   import keras  # pylint: disable=g-import-not-at-top
-  classes = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax,
-             "adadelta": keras.optimizers.Adadelta,
-             "rmsprop": keras.optimizers.RMSprop}
-  opt = classes[kind](**kwargs)
+  from optax_suite._rules import REGISTRY  # pylint: disable=g-import-not-at-top
+  class_name = next(name for name, spec in REGISTRY.items()
+                    if spec.factory is getattr(ox, kind))
+  opt = getattr(keras.optimizers, class_name)(**kwargs)
   leaves, treedef = jax.tree.flatten(params0)
   variables = [keras.Variable(np.asarray(p)) for p in leaves]
   opt.build(variables)

@@ -18,11 +18,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from catalog import CATALOG  # noqa: E402
+
 KERAS_CLASSES = {
-    "adam": keras.optimizers.Adam,
-    "adamax": keras.optimizers.Adamax,
-    "adadelta": keras.optimizers.Adadelta,
-    "rmsprop": keras.optimizers.RMSprop,
+    kind: getattr(keras.optimizers, entry.keras_class)
+    for kind, entry in CATALOG.items()
 }
 
 

@@ -17,10 +17,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 from keras_oracle import *
+from catalog import CATALOG, KINDS
+import inspect
 import optax_suite as ox, numpy as np, keras
 KS = keras.optimizers.schedules
 def rand_cfg(rng):
-  kind = str(rng.choice(["adam","adamax","adadelta","rmsprop"]))
+  kind = str(rng.choice(KINDS))
   kw = {}
   r = rng.random()
   lr_ours = lr_keras = float(rng.choice([1e-3, 0.01, 0.1, 1.0]))
@@ -38,7 +40,10 @@ def rand_cfg(rng):
   if kind in ("adadelta","rmsprop"): kw["rho"] = float(rng.choice([0.0, 0.5, 0.9, 0.95]))
   if kind == "rmsprop":
     kw["momentum"] = float(rng.choice([0.0, 0.1, 0.9])); kw["centered"] = bool(rng.random()<0.5)
-  kw["epsilon"] = float(rng.choice([1e-7, 1e-4, 1e-2, 1.0]))
+  if kind not in ("adam", "adamax", "adadelta", "rmsprop"):
+    kw.update(CATALOG[kind].random_own(rng))  # the catalog's draws
+  elif "epsilon" in inspect.signature(getattr(ox, kind)).parameters:
+    kw["epsilon"] = float(rng.choice([1e-7, 1e-4, 1e-2, 1.0]))
   c = rng.choice(["none","clipnorm","clipvalue","global_clipnorm"])
   if c != "none": kw[str(c)] = float(rng.choice([0.0, 0.05, 0.5, 3.0]))
   if rng.random()<0.5: kw["weight_decay"] = float(rng.choice([0.0, 0.001, 0.1]))

@@ -25,6 +25,8 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from catalog import CATALOG  # noqa: E402
+from catalog import KINDS  # noqa: E402
 from keras_oracle import KERAS_CLASSES  # noqa: E402
 from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
@@ -33,7 +35,6 @@ from keras_oracle import varied_grads  # noqa: E402
 
 STEPS = 28
 ATOL = RTOL = 1e-6
-KINDS = ("adam", "adamax", "adadelta", "rmsprop")
 
 # Keras's base options one at a time, then the combinations people use.
 BASE_OPTIONS = {
@@ -59,18 +60,6 @@ BASE_OPTIONS = {
                        loss_scale_factor=8.0, gradient_accumulation_steps=2),
 }
 
-# Each optimizer's own arguments, away from their defaults.
-OWN_OPTIONS = {
-    "adam": [dict(learning_rate=0.01), dict(amsgrad=True, learning_rate=0.02),
-             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3)],
-    "adamax": [dict(learning_rate=0.02), dict(beta_1=0.0, beta_2=0.5,
-                                              epsilon=1e-4)],
-    "adadelta": [dict(learning_rate=1.0), dict(learning_rate=0.5, rho=0.5,
-                                               epsilon=1e-5)],
-    "rmsprop": [dict(learning_rate=0.01), dict(momentum=0.9),
-                dict(centered=True, rho=0.8),
-                dict(momentum=0.5, centered=True, epsilon=1e-3)],
-}
 
 
 def assert_trajectories_match(expected, actual):
@@ -111,8 +100,8 @@ def test_signature_matches_keras(kind):
 def test_base_option_parity(kind, option):
   """Each base option, and the usual combinations, give Keras's numbers."""
   kwargs = dict(BASE_OPTIONS[option])
-  if kind == "adadelta":
-    kwargs["learning_rate"] = 1.0  # Adadelta barely moves at 1e-3.
+  if CATALOG[kind].parity_learning_rate is not None:
+    kwargs["learning_rate"] = CATALOG[kind].parity_learning_rate
   expected, actual, _ = run_both(kind, kwargs)
   assert_trajectories_match(expected, actual)
   # The run must have moved the parameters, or the check proves nothing.
@@ -123,7 +112,7 @@ def test_base_option_parity(kind, option):
 
 @pytest.mark.parametrize(
     "kind,kwargs",
-    [(k, kw) for k in KINDS for kw in OWN_OPTIONS[k]],
+    [(k, kw) for k in KINDS for kw in CATALOG[k].own],
     ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.items())))
 def test_own_argument_parity(kind, kwargs):
   """Each optimizer's own arguments (amsgrad, momentum, centered, ...)."""
@@ -133,20 +122,9 @@ def test_own_argument_parity(kind, kwargs):
 
 def _random_config(rng):
   kind = str(rng.choice(KINDS))
-  kw = {"learning_rate": float(rng.choice([1e-3, 0.01, 0.05]))}
-  if kind == "adadelta":
-    kw["learning_rate"] = float(rng.choice([0.5, 1.0]))
-  if kind in ("adam", "adamax"):
-    kw["beta_1"] = float(rng.choice([0.0, 0.5, 0.9]))
-    kw["beta_2"] = float(rng.choice([0.9, 0.99, 0.999]))
-  if kind == "adam":
-    kw["amsgrad"] = bool(rng.random() < 0.5)
-  if kind in ("adadelta", "rmsprop"):
-    kw["rho"] = float(rng.choice([0.5, 0.9, 0.95]))
-  if kind == "rmsprop":
-    kw["momentum"] = float(rng.choice([0.0, 0.3, 0.9]))
-    kw["centered"] = bool(rng.random() < 0.5)
-  kw["epsilon"] = float(rng.choice([1e-7, 1e-5, 1e-3]))
+  entry = CATALOG[kind]
+  kw = dict(entry.random_own(rng),
+            learning_rate=float(rng.choice(entry.learning_rates)))
   clip = rng.choice(["none", "clipnorm", "clipvalue", "global_clipnorm"])
   if clip != "none":
     kw[str(clip)] = float(rng.choice([0.1, 0.5, 2.0]))

@@ -19,8 +19,10 @@ import textwrap
 
 import pytest
 
+from catalog import KINDS
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OPTIMIZERS = ("adam", "adamax", "adadelta", "rmsprop")
+OPTIMIZERS = KINDS
 EVERYTHING_ON = dict(use_ema=True, ema_overwrite_frequency=3,
                      gradient_accumulation_steps=2, global_clipnorm=1.0,
                      weight_decay=0.01)

@@ -1,0 +1,69 @@
+"""Every optimizer the package ships, as the tests see it: one entry each.
+
+A new optimizer is covered by the parity, contract, sharding and sweep tests
+by adding its entry here (and its factory to the package).
+
+Each entry names the Keras class, the learning rate at which the base-option
+parity tests run it (one at which 28 steps move the parameters visibly),
+lists of its own arguments away from their defaults, and draws random own
+arguments for the random-configuration tests and ``keras_sweep.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  keras_class: str
+  # Learning rate for the base-option parity runs (None: Keras's default).
+  parity_learning_rate: Any = None
+  # Own arguments away from their defaults, one parity run each.
+  own: tuple = ()
+  # rng -> own keyword arguments, for random configurations.
+  random_own: Callable[[Any], dict] = lambda rng: {}
+  # Learning rates the random configurations draw from.
+  learning_rates: tuple = (1e-3, 0.01, 0.05)
+
+
+def _adam_like(rng):
+  return dict(beta_1=float(rng.choice([0.0, 0.5, 0.9])),
+              beta_2=float(rng.choice([0.9, 0.99, 0.999])),
+              epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))
+
+
+CATALOG: dict[str, Entry] = {
+    "adam": Entry(
+        "Adam",
+        own=(dict(learning_rate=0.01), dict(amsgrad=True, learning_rate=0.02),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3)),
+        random_own=lambda rng: dict(_adam_like(rng),
+                                    amsgrad=bool(rng.random() < 0.5))),
+    "adamax": Entry(
+        "Adamax",
+        own=(dict(learning_rate=0.02),
+             dict(beta_1=0.0, beta_2=0.5, epsilon=1e-4)),
+        random_own=_adam_like),
+    "adadelta": Entry(
+        "Adadelta", parity_learning_rate=1.0,
+        own=(dict(learning_rate=1.0),
+             dict(learning_rate=0.5, rho=0.5, epsilon=1e-5)),
+        random_own=lambda rng: dict(
+            rho=float(rng.choice([0.5, 0.9, 0.95])),
+            epsilon=float(rng.choice([1e-7, 1e-5, 1e-3]))),
+        learning_rates=(0.5, 1.0)),
+    "rmsprop": Entry(
+        "RMSprop",
+        own=(dict(learning_rate=0.01), dict(momentum=0.9),
+             dict(centered=True, rho=0.8),
+             dict(momentum=0.5, centered=True, epsilon=1e-3)),
+        random_own=lambda rng: dict(
+            rho=float(rng.choice([0.5, 0.9, 0.95])),
+            momentum=float(rng.choice([0.0, 0.3, 0.9])),
+            centered=bool(rng.random() < 0.5),
+            epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+}
+
+KINDS = tuple(CATALOG)
