@@ -150,7 +150,9 @@ def keras_optimizer(
     ema_overwrite_frequency: overwrite the parameters every so many steps.
     loss_scale_factor: static loss scale to divide the gradients by.
     gradient_accumulation_steps: update every so many calls, or None.
-    exclude_from_weight_decay: name patterns that do not decay.
+    exclude_from_weight_decay: regular expressions searched in each leaf's
+      own name (``"path:"``-prefixed: in its path); see
+      :func:`~optax_suite.decay_mask`.
     weight_decay_mask: tree of booleans or callable; True means decay.
 
   Returns:
@@ -244,8 +246,12 @@ BASE_DOC = """
     gradient_accumulation_steps: update every this many calls with the mean
       gradient (an integer >= 2), or None.
     name: kept in the config; it has no effect on the numbers.
-    exclude_from_weight_decay: keyword-only; name patterns searched in each
-      parameter's key path, matching ones do not decay.
+    exclude_from_weight_decay: keyword-only; regular expressions, each
+      searched (``re.search``) in a leaf's own name, the last key of its
+      path, as Keras searches ``variable.name``: ``["^bias$"]`` excludes
+      every leaf named ``bias``. A pattern prefixed ``"path:"`` is searched
+      in the whole path instead, keys joined with ``"/"`` as in Keras's
+      ``variable.path`` (``"path:^encoder/"`` excludes a sub-module).
     weight_decay_mask: keyword-only; tree of booleans or callable
       ``params -> tree``, True means decay.
 

@@ -276,8 +276,9 @@ def from_keras(
   :func:`optax_suite.from_config`, taking the learning rate from Keras's
   ``learning_rate`` variable (the value it holds now). Weight-decay
   exclusions set with ``keras_optimizer.exclude_from_weight_decay`` carry
-  over: ``var_names`` patterns as ``exclude_from_weight_decay`` (searched in
-  the key path of each leaf, where Keras searches the variable name), and a
+  over: ``var_names`` patterns as ``exclude_from_weight_decay``, searched,
+  as Keras searches ``variable.name``, in each leaf's own name (the last key
+  of its path, so key the leaves by the Keras variables' names), and a
   ``var_list`` as a ``weight_decay_mask``. The state is
   :func:`state_from_keras`'s.
 

@@ -26,6 +26,42 @@ class DecoupledWeightDecayState(NamedTuple):
   count: chex.Array  # int32 [], calls so far (for a learning-rate schedule).
 
 
+PATH_PREFIX = "path:"
+
+
+def _key_name(key: Any) -> str:
+  """A path entry's own name: dict key, attribute or field name, or index."""
+  for field in ("key", "name", "idx"):
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
+
+
+def _leaf_name_and_path(path: Sequence[Any]) -> tuple[str, str]:
+  """A leaf's own name (the last key of its path) and its "/"-joined path.
+
+  The name plays Keras's ``variable.name`` (``"kernel"``), the path Keras's
+  ``variable.path`` (``"encoder/dense/kernel"``).
+  """
+  names = [_key_name(k) for k in path]
+  return (names[-1] if names else ""), "/".join(names)
+
+
+def _exclusion_test(patterns: Optional[Sequence[str]]):
+  """`(name, path) -> excluded`, from Keras-style exclusion patterns."""
+  if not patterns:
+    return None
+  by_name = [p for p in patterns if not p.startswith(PATH_PREFIX)]
+  by_path = [p[len(PATH_PREFIX):] for p in patterns
+             if p.startswith(PATH_PREFIX)]
+  # One alternation per kind, as Keras joins its `var_names` with "|".
+  name_re = re.compile("|".join(sorted(set(by_name)))) if by_name else None
+  path_re = re.compile("|".join(sorted(set(by_path)))) if by_path else None
+  return lambda name, path: bool(
+      (name_re is not None and name_re.search(name))
+      or (path_re is not None and path_re.search(path)))
+
+
 def decay_mask(
     params: Any,
     weight_decay_mask: MaskOrFn = None,
@@ -35,30 +71,37 @@ def decay_mask(
 
   A leaf decays when it is a floating-point array, ``weight_decay_mask`` (a
   tree of booleans, or a callable ``params -> tree``) does not say False for
-  it, and none of the ``exclude_from_weight_decay`` patterns is found in its
-  key path (``jax.tree_util.keystr``). The patterns are joined into one
-  regular expression, as Keras's ``exclude_from_weight_decay(var_names=...)``
-  does, so plain names act as substrings.
+  it, and no ``exclude_from_weight_decay`` pattern matches it. As Keras runs
+  ``re.search(pattern, variable.name)``, each pattern is searched in the
+  leaf's own name: the last key of its path (dict key, attribute or field
+  name, sequence index as a string), so ``"^bias$"`` excludes every leaf
+  named ``bias`` wherever it sits. A pattern starting with ``"path:"`` is
+  searched instead (without that prefix) in the leaf's whole path, its keys
+  joined with ``"/"`` as Keras joins ``variable.path``, e.g.
+  ``"encoder/dense/kernel"``: ``"path:^encoder/"`` excludes a whole
+  sub-module. The patterns of each kind are joined into one regular
+  expression with ``|``, as Keras's ``exclude_from_weight_decay(
+  var_names=...)`` does.
 
   Example:
     >>> import jax.numpy as jnp, optax_suite as ox
-    >>> params = {'dense': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
-    >>> ox.decay_mask(params, exclude_from_weight_decay=['bias'])
-    {'dense': {'bias': False, 'kernel': True}}
+    >>> params = {'encoder': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)},
+    ...           'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
+    >>> ox.decay_mask(params, exclude_from_weight_decay=['^bias$'])
+    {'encoder': {'bias': False, 'kernel': True}, 'head': {'bias': False, 'kernel': True}}
+    >>> ox.decay_mask(params, exclude_from_weight_decay=['path:^encoder/'])
+    {'encoder': {'bias': False, 'kernel': False}, 'head': {'bias': True, 'kernel': True}}
   """
   mask = weight_decay_mask(params) if callable(weight_decay_mask) else (
       weight_decay_mask)
   if mask is None:
     mask = jax.tree.map(lambda _: True, params)
-  pattern = (
-      re.compile("|".join(sorted(set(exclude_from_weight_decay))))
-      if exclude_from_weight_decay else None
-  )
+  excluded = _exclusion_test(exclude_from_weight_decay)
 
   def leaf(path, p, flag):
     if not _common.is_trainable(p):
       return False
-    if pattern is not None and pattern.search(jax.tree_util.keystr(path)):
+    if excluded is not None and excluded(*_leaf_name_and_path(path)):
       return False
     return True if flag is None else flag
 
@@ -87,8 +130,10 @@ def add_decoupled_weight_decay(
     learning_rate: number or schedule ``step -> lr`` (step = calls so far).
     weight_decay_mask: tree of booleans or callable ``params -> tree``; True
       means decay.
-    exclude_from_weight_decay: name patterns; a leaf whose key path matches
-      any of them does not decay.
+    exclude_from_weight_decay: regular expressions searched in each leaf's
+      own name (the last key of its path), as Keras searches
+      ``variable.name``; ``"path:"``-prefixed ones in its ``/``-joined path
+      (see :func:`decay_mask`). A matching leaf does not decay.
 
   Returns:
     An ``optax.GradientTransformation`` that needs ``params`` in ``update``.
@@ -167,7 +212,8 @@ def descend_with_weight_decay(
     weight_decay: :math:`\lambda`, or None for no decay.
     learning_rate: number or schedule ``step -> lr`` (step = calls so far).
     weight_decay_mask: tree of booleans or callable; True means decay.
-    exclude_from_weight_decay: name patterns that do not decay.
+    exclude_from_weight_decay: regular expressions searched in each leaf's
+      own name (``"path:"``-prefixed: in its path); see :func:`decay_mask`.
 
   Returns:
     An ``optax.GradientTransformation``; it needs ``params`` with decay.
