@@ -25,7 +25,7 @@ from optax_suite._options.clipping import clip_by_value
 from optax_suite._options.clipping import global_norm
 from optax_suite._interop.config import from_config
 from optax_suite._interop.config import get_config
-from optax_suite._interop.config import inject_hyperparams
+from optax_suite._interop.inject import inject_hyperparams
 from optax_suite._options.ema import ema
 from optax_suite._options.ema import EmaState
 from optax_suite._options.ema import finalize_variable_values

@@ -1,0 +1,88 @@
+"""``optax.inject_hyperparams`` for the package's factories.
+
+Which of a factory's arguments stay static (flags, structural integers,
+names, weight-decay exclusions, a zero-argument learning rate) and which are
+injected as arrays in ``state.hyperparams``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Optional, Sequence
+
+import optax
+
+from optax_suite import _common
+
+
+# Arguments that are never numbers to inject: flags, structural integers,
+# names and weight-decay exclusions. `optax.inject_hyperparams` already keeps
+# bools static; it would inject the integers as arrays (which the factories
+# cope with) and call a callable mask as if it were a schedule.
+_STATIC_ARGUMENTS = (
+    "amsgrad", "centered", "use_ema", "gradient_accumulation_steps",
+    "ema_overwrite_frequency", "name", "exclude_from_weight_decay",
+    "weight_decay_mask",
+)
+
+
+def inject_hyperparams(
+    factory: Callable[..., Any],
+    static_args: Sequence[str] = (),
+    hyperparam_dtype: Optional[Any] = None,
+) -> Callable[..., Any]:
+  """``optax.inject_hyperparams`` for this package's factories.
+
+  The same as ``optax.inject_hyperparams(factory, static_args, ...)``, with
+  ``static_args`` completed for the user: flags (``amsgrad``, ``centered``,
+  ``use_ema``), structural integers (``gradient_accumulation_steps``,
+  ``ema_overwrite_frequency``), ``name`` and the weight-decay exclusions are
+  static, and so is a ``learning_rate`` given as a zero-argument callable
+  (optax would call it with the step, as a schedule). What stays injected is
+  every number: ``learning_rate`` (a schedule is evaluated at the step, as
+  optax does), the betas, ``rho``, ``momentum``, ``epsilon``,
+  ``weight_decay``, ``ema_momentum``, the clipping bounds and
+  ``loss_scale_factor``; they can be changed in ``state.hyperparams``
+  between steps without recompiling.
+
+  With plain ``optax.inject_hyperparams`` the factories work too, but a
+  callable ``weight_decay_mask`` or a zero-argument ``learning_rate`` must be
+  listed in ``static_args`` by hand.
+
+  Args:
+    factory: :func:`optax_suite.adam`, ``adamax``, ``adadelta`` or
+      ``rmsprop`` (or any factory taking some of the same arguments).
+    static_args: more arguments to keep static.
+    hyperparam_dtype: as in ``optax.inject_hyperparams``.
+
+  Returns:
+    A factory with ``factory``'s signature whose optimizers keep their
+    hyperparameters in ``state.hyperparams``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> opt = ox.inject_hyperparams(ox.adam)(
+    ...     learning_rate=0.1, gradient_accumulation_steps=2,
+    ...     weight_decay=0.01, weight_decay_mask=lambda p: {'w': True})
+    >>> state = opt.init({'w': jnp.ones(2)})
+    >>> sorted(state.hyperparams)
+    ['beta_1', 'beta_2', 'ema_momentum', 'epsilon', 'learning_rate', 'weight_decay']
+    >>> state.hyperparams['learning_rate'] = jnp.asarray(0.05)
+  """
+  signature = inspect.signature(factory)
+  static = set([static_args] if isinstance(static_args, str) else static_args)
+
+  @functools.wraps(factory)
+  def wrapped(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    names = static | (set(_STATIC_ARGUMENTS) & set(bound.arguments))
+    lr = bound.arguments.get("learning_rate")
+    if callable(lr) and _common.is_zero_arg_callable(lr):
+      names.add("learning_rate")
+    return optax.inject_hyperparams(
+        factory, static_args=tuple(sorted(names)),
+        hyperparam_dtype=hyperparam_dtype)(*args, **kwargs)
+
+  return wrapped
