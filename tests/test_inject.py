@@ -218,3 +218,49 @@ def test_wrapper_changes_learning_rate_without_retrace():
                                 jax.tree.leaves(got[CHANGE_AT[1] - 1])[0])
   assert not np.array_equal(jax.tree.leaves(got[CHANGE_AT[1] - 1])[0],
                             jax.tree.leaves(got[CHANGE_AT[0] - 1])[0])
+
+
+def _bf16_run(opt, params, grads):
+  """Jitted steps; the parameters and the EMA (finalized) after each."""
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    return params, state, ox.finalize_variable_values(params, state)
+
+  out = []
+  for g in grads:
+    params, state, average = step(params, state, g)
+    out.append((params, average))
+  return out, state
+
+
+@pytest.mark.parametrize("factory,kwargs", [
+    (ox.adam, dict(learning_rate=0.01, beta_2=0.999)),
+    (ox.rmsprop, dict(learning_rate=0.01, rho=0.95, momentum=0.9)),
+    (ox.adadelta, dict(learning_rate=1.0, rho=0.95)),
+    (ox.adamax, dict(learning_rate=0.01, beta_2=0.999)),
+], ids=["adam", "rmsprop", "adadelta", "adamax"])
+def test_injected_hyperparameters_stay_float32_with_bfloat16_params(
+    factory, kwargs):
+  """bfloat16 would round beta_2=0.999 to 1 (refused) and rho=0.95 to
+  0.94921875 (silently wrong): injected numbers stay float32 and give the
+  plain factory's numbers bit for bit, parameters and EMA."""
+  kwargs = dict(kwargs, use_ema=True, ema_momentum=0.999, weight_decay=0.01)
+  params = make_params(7, jnp.bfloat16)
+  grads = varied_grads(params, STEPS, seed=7)
+  expected, _ = _bf16_run(factory(**kwargs), params, grads)
+  for opt in (ox.inject_hyperparams(factory)(**kwargs),
+              optax.inject_hyperparams(factory,
+                                       hyperparam_dtype=jnp.float32)(**kwargs)):
+    got, state = _bf16_run(opt, params, grads)
+    assert {str(v.dtype) for v in state.hyperparams.values()
+            if jnp.issubdtype(v.dtype, jnp.floating)} == {"float32"}
+    assert jax.tree.leaves(got[-1][0])[0].dtype == jnp.bfloat16
+    for t, (e, g) in enumerate(zip(expected, got)):
+      for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
+        np.testing.assert_array_equal(np.asarray(y, np.float32),
+                                      np.asarray(x, np.float32),
+                                      err_msg=f"step {t + 1}")

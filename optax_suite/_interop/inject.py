@@ -11,6 +11,7 @@ import functools
 import inspect
 from typing import Any, Callable, Optional, Sequence
 
+import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
@@ -30,7 +31,7 @@ _STATIC_ARGUMENTS = (
 def inject_hyperparams(
     factory: Callable[..., Any],
     static_args: Sequence[str] = (),
-    hyperparam_dtype: Optional[Any] = None,
+    hyperparam_dtype: Optional[Any] = jnp.float32,
 ) -> Callable[..., Any]:
   """``optax.inject_hyperparams`` for this package's factories.
 
@@ -44,7 +45,9 @@ def inject_hyperparams(
   optax does), the betas, ``rho``, ``momentum``, ``epsilon``,
   ``weight_decay``, ``ema_momentum``, the clipping bounds and
   ``loss_scale_factor``; they can be changed in ``state.hyperparams``
-  between steps without recompiling.
+  between steps without recompiling. They are float32 arrays whatever the
+  parameters' dtype (``hyperparam_dtype``), as the factories compute in
+  float32; set them with the same dtype, ``jnp.asarray(v, jnp.float32)``.
 
   With plain ``optax.inject_hyperparams`` the factories work too, but a
   callable ``weight_decay_mask`` or a zero-argument ``learning_rate`` must be
@@ -54,7 +57,11 @@ def inject_hyperparams(
     factory: :func:`optax_suite.adam`, ``adamax``, ``adadelta`` or
       ``rmsprop`` (or any factory taking some of the same arguments).
     static_args: more arguments to keep static.
-    hyperparam_dtype: as in ``optax.inject_hyperparams``.
+    hyperparam_dtype: dtype of the injected floating-point numbers;
+      float32 by default whatever the parameters' dtype. (Plain
+      ``optax.inject_hyperparams`` defaults to the parameters' dtype, so with
+      bfloat16 parameters ``beta_2=0.999`` becomes 1.0 and ``rho=0.95``
+      0.9492; pass ``hyperparam_dtype=jnp.float32`` to it to avoid that.)
 
   Returns:
     A factory with ``factory``'s signature whose optimizers keep their
@@ -65,9 +72,11 @@ def inject_hyperparams(
     >>> opt = ox.inject_hyperparams(ox.adam)(
     ...     learning_rate=0.1, gradient_accumulation_steps=2,
     ...     weight_decay=0.01, weight_decay_mask=lambda p: {'w': True})
-    >>> state = opt.init({'w': jnp.ones(2)})
+    >>> state = opt.init({'w': jnp.ones(2, jnp.bfloat16)})
     >>> sorted(state.hyperparams)
     ['beta_1', 'beta_2', 'ema_momentum', 'epsilon', 'learning_rate', 'weight_decay']
+    >>> state.hyperparams['beta_2']  # float32, not bfloat16's 1.0
+    Array(0.999, dtype=float32)
     >>> state.hyperparams['learning_rate'] = jnp.asarray(0.05)
   """
   signature = inspect.signature(factory)
