@@ -284,12 +284,16 @@ class KerasSpec:
     slot_groups: ``keras_optimizer -> [[(keras slot name, state field)]]``,
       the slots in the order Keras's ``build`` adds them: each group's slots
       interleaved variable by variable, groups one after another.
+    optional_slots: state fields the package may keep where the Keras
+      optimizer has no variables; imported, they stay at their initial zeros
+      (RMSprop's momentum slot, kept for an injected momentum of 0).
   """
   class_name: str
   factory: Callable[..., Any]
   own_keys: tuple[str, ...]
   state_class: type
   slot_groups: Callable[[Any], list]
+  optional_slots: tuple[str, ...] = ()
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.

@@ -264,3 +264,31 @@ def test_injected_hyperparameters_stay_float32_with_bfloat16_params(
         np.testing.assert_array_equal(np.asarray(y, np.float32),
                                       np.asarray(x, np.float32),
                                       err_msg=f"step {t + 1}")
+
+
+def test_injected_rmsprop_momentum_has_one_state_structure_and_always_acts():
+  """An injected momentum of 0 keeps its slot whether `init` runs eagerly or
+  under jit (it was dropped eagerly only), so setting it to 0.9 later acts:
+  both runs equal `rmsprop(momentum=0.9)` from the start."""
+  params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
+  grads = varied_grads(params, 5, seed=12)
+  opt = ox.inject_hyperparams(ox.rmsprop)(learning_rate=0.1, momentum=0.0)
+  eager, jitted = opt.init(params), jax.jit(opt.init)(params)
+  assert jax.tree.structure(eager) == jax.tree.structure(jitted)
+  assert eager.inner_state.inner[1].momentum is not None
+  runs = []
+  for state in (eager, jitted):
+    state.hyperparams["momentum"] = jnp.asarray(0.9, jnp.float32)
+    step = jax.jit(opt.update)
+    p = params
+    for g in grads:
+      updates, state = step(g, state, p)
+      p = optax.apply_updates(p, updates)
+    runs.append([p])
+  expected, _ = ours_trajectory(ox.rmsprop(0.1, momentum=0.9), params, grads)
+  for got in runs:
+    assert max_deviation(expected[-1:], got) <= 1e-6
+  no_momentum, _ = ours_trajectory(ox.rmsprop(0.1), params, grads)
+  assert max_deviation(no_momentum[-1:], runs[0]) > 0.1
+  # A number 0 keeps Keras's layout: no slot.
+  assert ox.rmsprop(0.1).init(params).inner[1].momentum is None

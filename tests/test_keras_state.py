@@ -163,3 +163,30 @@ def test_mismatched_optimizers_are_refused():
     sgd = keras.optimizers.SGD()
     sgd.build([keras.Variable(np.zeros(2))])
     ox.from_keras(sgd, np.zeros(2, np.float32))
+
+
+def test_injected_rmsprop_without_momentum_imports_with_a_zero_slot():
+  """An injected momentum keeps its slot even at 0 (one state structure);
+  Keras's RMSprop(momentum=0) has none, so the slot is imported as zeros and
+  the run continues Keras's."""
+  params = make_params(22)
+  grads = varied_grads(params, 6, seed=22)
+  k_opt = keras.optimizers.RMSprop(0.05)
+  variables = [keras.Variable(np.asarray(p), name=n)
+               for p, n in zip(jax.tree.leaves(params), leaf_names(params))]
+  k_opt.build(variables)
+  step = jax.jit(lambda o, t, g: k_opt.stateless_apply(o, g, t))
+  train, opt_vars = [v.value for v in variables], [v.value for v in
+                                                    k_opt.variables]
+  treedef = jax.tree.structure(params)
+  expected = []
+  for t, g in enumerate(grads):
+    if t == 3:
+      resume = (jax.tree.unflatten(treedef, train), list(opt_vars))
+    train, opt_vars = step(opt_vars, train, jax.tree.leaves(g))
+    expected.append(jax.tree.unflatten(treedef, [np.asarray(v)
+                                                 for v in train]))
+  opt = ox.inject_hyperparams(ox.rmsprop)(0.05)
+  state = ox.state_from_keras(opt, k_opt, resume[0], resume[1])
+  assert state.inner_state.inner[1].momentum is not None
+  _assert_close(expected[3:], _ours(opt, state, resume[0], grads[3:]))

@@ -26,7 +26,8 @@ from optax_suite._options import ema as _ema
 from optax_suite import _optimizer
 
 
-def _slot_groups(keras_optimizer: Any) -> tuple[type, list]:
+def _slot_groups(
+    keras_optimizer: Any) -> tuple[type, list, tuple[str, ...]]:
   """The rule's state class and its slots as Keras's ``build`` adds them."""
   spec = _rules.REGISTRY.get(type(keras_optimizer).__name__)
   if spec is None:
@@ -34,7 +35,8 @@ def _slot_groups(keras_optimizer: Any) -> tuple[type, list]:
         "Unsupported Keras optimizer: the state of "
         f"{', '.join(sorted(_rules.REGISTRY))} can be imported. "
         f"Received: {type(keras_optimizer).__name__}")
-  return spec.state_class, spec.slot_groups(keras_optimizer)
+  return spec.state_class, spec.slot_groups(keras_optimizer), (
+      spec.optional_slots)
 
 
 class _KerasVariables:
@@ -49,7 +51,8 @@ class _KerasVariables:
       raise ValueError(
           f"`optimizer_variables` has {len(values)} entries but the Keras "
           f"optimizer has {len(names)} variables.")
-    self.state_class, groups = _slot_groups(keras_optimizer)
+    self.state_class, groups, self.optional_slots = _slot_groups(
+        keras_optimizer)
     self.k = keras_optimizer.gradient_accumulation_steps
     per_var = sum(len(g) for g in groups) + bool(keras_optimizer.use_ema) + (
         bool(self.k))
@@ -139,7 +142,7 @@ def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
               f"The Keras optimizer has `{field}` slots that the optax_suite "
               "optimizer does not keep: build it with the same options.")
         fields[field] = _fill(ref, kv.slots[field], field)
-      elif ref is not None:
+      elif ref is not None and field not in kv.optional_slots:
         raise ValueError(
             f"The optax_suite optimizer keeps `{field}` slots the Keras "
             "optimizer does not have: build it with the same options.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_suite import _common
@@ -24,15 +26,21 @@ class ScaleByRmspropState(NamedTuple):
   """
   count: chex.Array  # int32 [], update steps taken (for schedules).
   velocity: optax.Updates  # like params (slot dtype), E[g^2].
-  momentum: Optional[optax.Updates]  # like params; None when momentum == 0.
+  momentum: Optional[optax.Updates]  # like params; None: momentum is number 0.
   average_gradient: Optional[optax.Updates]  # like params; None unless centered.
 
 
 def _uses_momentum(momentum: Any) -> bool:
-  """A momentum buffer exists unless momentum is a concrete zero (Keras)."""
-  if not _common.is_concrete(momentum):
+  """Keeps a momentum slot unless momentum is a Python or NumPy zero.
+
+  A zero number has no slot, as in Keras. A JAX array always has one, zero
+  or not: an injected momentum is a concrete array when ``init`` runs eagerly
+  and a tracer under ``jax.jit``, so deciding on its value would give two
+  state structures, and a momentum injected as 0 could never act later.
+  """
+  if isinstance(momentum, jax.Array):
     return True
-  return float(momentum) > 0
+  return float(np.asarray(momentum)) > 0
 
 
 def scale_by_rmsprop(
@@ -158,7 +166,8 @@ def rmsprop(
     learning_rate: the learning rate (see below); it sits inside the momentum
       buffer, as in Keras.
     rho: decay rate of the running averages, in [0, 1).
-    momentum: heavy-ball momentum in [0, 1); 0 keeps no momentum slot.
+    momentum: heavy-ball momentum in [0, 1); a number 0 keeps no momentum
+      slot (Keras); an injected one always has it, so it can be changed.
     epsilon: added under the square root.
     centered: divide by the estimated variance instead of the raw second
       moment.
@@ -191,4 +200,5 @@ def _keras_slots(keras_optimizer):
 
 KERAS = _optimizer.KerasSpec(
     class_name="RMSprop", factory=rmsprop, own_keys=("rho", "momentum", "epsilon", "centered"),
-    state_class=ScaleByRmspropState, slot_groups=_keras_slots)
+    state_class=ScaleByRmspropState, slot_groups=_keras_slots,
+    optional_slots=("momentum",))
