@@ -292,3 +292,43 @@ def test_injected_rmsprop_momentum_has_one_state_structure_and_always_acts():
   assert max_deviation(no_momentum[-1:], runs[0]) > 0.1
   # A number 0 keeps Keras's layout: no slot.
   assert ox.rmsprop(0.1).init(params).inner[1].momentum is None
+
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "README.md")
+
+
+def _readme_no_retrace_value():
+  """The value the README sets a learning rate to, promising no retrace."""
+  with open(README) as f:
+    lines = [line for line in f if "# no retrace" in line]
+  assert len(lines) == 1, lines
+  expression = lines[0].split("=", 1)[1].split("#", 1)[0].strip()
+  return expression, eval(expression, {"jnp": jnp})  # pylint: disable=eval-used
+
+
+@pytest.mark.parametrize("inject", [ox.inject_hyperparams,
+                                    optax.inject_hyperparams],
+                         ids=["ox", "optax"])
+def test_readme_form_of_setting_a_hyperparameter_does_not_retrace(inject):
+  """A jitted step sees each new learning rate without tracing again when it
+  is set as the README shows (float32, not weak-typed). A weak-typed scalar,
+  `jnp.asarray(3e-4)`, does retrace once, in plain optax too: the trace
+  counter can see the difference."""
+  expression, value = _readme_no_retrace_value()
+  params = make_params(8)
+  grads = varied_grads(params, 4, seed=8)
+  opt = inject(ox.rmsprop)(learning_rate=1e-3, momentum=0.9)
+  for setter, expected_traces in (
+      (lambda v: eval(expression.replace("3e-4", repr(v)),  # noqa: S307
+                      {"jnp": jnp}), 1),
+      (lambda v: jnp.asarray(v), 2)):
+    step, traces = _jitted_step(opt)
+    state = opt.init(params)
+    p = params
+    for t, g in enumerate(grads):
+      p, state = step(p, state, g)
+      state.hyperparams["learning_rate"] = setter(3e-4 * (t + 1))
+    assert len(traces) == expected_traces, (expression, expected_traces)
+  assert float(value) == pytest.approx(3e-4)
+  assert float(state.hyperparams["learning_rate"]) == pytest.approx(1.2e-3)

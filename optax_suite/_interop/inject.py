@@ -77,7 +77,7 @@ def inject_hyperparams(
     ['beta_1', 'beta_2', 'ema_momentum', 'epsilon', 'learning_rate', 'weight_decay']
     >>> state.hyperparams['beta_2']  # float32, not bfloat16's 1.0
     Array(0.999, dtype=float32)
-    >>> state.hyperparams['learning_rate'] = jnp.asarray(0.05)
+    >>> state.hyperparams['learning_rate'] = jnp.asarray(0.05, jnp.float32)
   """
   signature = inspect.signature(factory)
   static = set([static_args] if isinstance(static_args, str) else static_args)
