@@ -157,7 +157,8 @@ def keras_optimizer(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
-    ``(grads, state, params)``.
+    ``(grads, state, params, **extra_args)``; ``extra_args`` (e.g. a
+    ``value`` for a line search) go to the rule if it accepts them.
 
   Example:
     >>> import jax.numpy as jnp, optax_suite as ox
@@ -206,7 +207,6 @@ def keras_optimizer(
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
     for needed_for in needs_params:
       _common.check_params(params, needed_for)
     _common.check_same_structure(updates, params)
@@ -215,7 +215,10 @@ def keras_optimizer(
           lambda g: g / state.loss_scale_factor.astype(g.dtype)
           if _common.is_trainable(g) else g, updates)
     lr = _common.learning_rate_at(learning_rate, state.count)
-    updates, inner = step_transform(lr).update(updates, state.inner, params)
+    # `optax.chain` hands `extra_args` to the parts that take them (a rule
+    # built with `optax.GradientTransformationExtraArgs`) and not the others.
+    updates, inner = step_transform(lr).update(
+        updates, state.inner, params, **extra_args)
     ema_state = state.ema
     if use_ema:
       updates, ema_state = average.update(updates, state.ema, params)
