@@ -35,7 +35,10 @@ class KerasOptimizerState(NamedTuple):
     (Array(0, dtype=int32), Array(8., dtype=float32), EmptyState())
   """
   count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
-  loss_scale_factor: chex.Array  # float32 [], static loss scale (1.0 if None).
+  # float32 [], copy of the static loss scale for `scale_loss` (1.0 if None,
+  # 0.0 once `loss_scale_optimizer` switched it off); `update` divides by
+  # the optimizer's own value, not by this copy.
+  loss_scale_factor: chex.Array
   inner: optax.OptState  # chain state, wrapped in AccumulationState if k > 1.
   ema: Union[_ema.EmaState, optax.EmptyState]  # EMA of the params, if used.
 
@@ -197,11 +200,14 @@ def keras_optimizer(
   needs_params = [n for n, on in (("weight decay", weight_decay is not None),
                                   ("EMA (`use_ema=True`)", use_ema)) if on]
 
+  def static_scale():
+    return jnp.asarray(
+        1.0 if loss_scale_factor is None else loss_scale_factor, jnp.float32)
+
   def init_fn(params):
-    scale = 1.0 if loss_scale_factor is None else loss_scale_factor
     return KerasOptimizerState(
         count=jnp.zeros([], jnp.int32),
-        loss_scale_factor=jnp.asarray(scale, jnp.float32),
+        loss_scale_factor=static_scale(),
         inner=step_transform(jnp.zeros([], jnp.float32)).init(params),
         ema=average.init(params) if use_ema else optax.EmptyState(),
     )
@@ -210,9 +216,16 @@ def keras_optimizer(
     for needed_for in needs_params:
       _common.check_params(params, needed_for)
     _common.check_same_structure(updates, params)
+    # The factor is the optimizer's own (the constructor's, or an injected
+    # hyperparameter's current value), as Keras reads its attribute at each
+    # apply; the state's copy only tells that `loss_scale_optimizer` turned
+    # it off (0), and is refreshed for `scale_loss`.
+    off = state.loss_scale_factor == 0
+    scale = jnp.where(off, 0.0, static_scale())
     if loss_scale_factor is not None:
+      divisor = jnp.where(off, 1.0, scale)
       updates = jax.tree.map(
-          lambda g: g / state.loss_scale_factor.astype(g.dtype)
+          lambda g: g / divisor.astype(g.dtype)
           if _common.is_trainable(g) else g, updates)
     lr = _common.learning_rate_at(learning_rate, state.count)
     # `optax.chain` hands `extra_args` to the parts that take them (a rule
@@ -223,8 +236,7 @@ def keras_optimizer(
     if use_ema:
       updates, ema_state = average.update(updates, state.ema, params)
     return updates, KerasOptimizerState(
-        optax.safe_increment(state.count), state.loss_scale_factor, inner,
-        ema_state)
+        optax.safe_increment(state.count), scale, inner, ema_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -245,7 +257,12 @@ BASE_DOC = """
     ema_momentum: momentum of that average, in [0, 1].
     ema_overwrite_frequency: overwrite the parameters with the average every
       this many update steps, or None.
-    loss_scale_factor: static loss scale; gradients are divided by it.
+    loss_scale_factor: static loss scale; gradients are divided by it. The
+      value divided by is this argument (or, injected, its current value in
+      ``state.hyperparams``) at every ``update``, as Keras reads its
+      attribute at every ``apply``; a restored checkpoint does not override
+      it. The state keeps a copy for :func:`scale_loss`, refreshed by each
+      ``update``.
     gradient_accumulation_steps: update every this many calls with the mean
       gradient (an integer >= 2), or None.
     name: kept in the config; it has no effect on the numbers.

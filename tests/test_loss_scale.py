@@ -146,16 +146,17 @@ def test_inner_static_scale_ignored_like_keras():
   got, got_scale, state = ours_ls_trajectory(opt, params, grads)
   assert got_scale == want_scale
   assert max_deviation(want, got) <= 1e-6
-  assert float(state.inner_state.loss_scale_factor) == 1.0
+  # 0 marks it switched off (the inner update then divides by nothing).
+  assert float(state.inner_state.loss_scale_factor) == 0.0
 
 
 def test_inner_static_scale_found_inside_a_chain():
-  """The static factor is reset to 1 wherever it sits in the inner state."""
+  """The static factor is switched off wherever it sits in the inner state."""
   inner = optax.chain(optax.identity(), ox.adam(loss_scale_factor=4.0))
   opt = ox.loss_scale_optimizer(inner)
   with pytest.warns(UserWarning, match="4.0"):
     state = opt.init(jnp.ones(2))
-  assert float(state.inner_state[1].loss_scale_factor) == 1.0
+  assert float(state.inner_state[1].loss_scale_factor) == 0.0
   g = jnp.array([1.0, -2.0]) * state.scale
   u_ls, _ = opt.update(g, state, jnp.ones(2))
   u_ref, _ = ox.adam().update(jnp.array([1.0, -2.0]),
@@ -321,3 +322,89 @@ def test_all_finite():
                              "f": jnp.ones(2, jnp.bfloat16)}))
   assert not bool(ox.all_finite([jnp.ones(2), jnp.array([-jnp.inf])]))
   assert not bool(ox.all_finite(jnp.array(jnp.nan, jnp.float16)))
+
+
+# A static loss scale matters to a rule only through epsilon: with a large
+# epsilon, Adam's step is far from scale invariant, so dividing by the wrong
+# factor shows in the parameters.
+SCALE_SENSITIVE = dict(learning_rate=0.1, epsilon=1.0)
+
+
+def _scaled_run(opt, state, params, grads, factor_of):
+  """Jitted steps on the gradients of `loss * scale_loss`; the params."""
+
+  @jax.jit
+  def step(params, state, g):
+    # The gradient of `scale_loss(<p, g>, state)`: g times the state's scale.
+    scaled = jax.grad(lambda p: ox.scale_loss(
+        sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(p),
+                                           jax.tree.leaves(g))), state))(
+                                               params)
+    updates, state = opt.update(scaled, state, params)
+    return optax.apply_updates(params, updates), state
+
+  out = []
+  for t, g in enumerate(grads):
+    factor_of(t, state)
+    params, state = step(params, state, g)
+    out.append(params)
+  return out, state
+
+
+def test_injected_loss_scale_factor_is_the_one_divided_by():
+  """Changing an injected `loss_scale_factor` between steps changes what
+  `scale_loss` multiplies by and what `update` divides by, together: the
+  run equals the unscaled one (it divided by the value from `init`)."""
+  params = make_params(31)
+  grads = varied_grads(params, 8, seed=31)
+  opt = ox.inject_hyperparams(ox.adam)(**SCALE_SENSITIVE,
+                                       loss_scale_factor=4.0)
+  factors = [4.0, 64.0, 0.5, 1024.0] * 2
+
+  def set_factor(t, state):
+    state.hyperparams["loss_scale_factor"] = jnp.asarray(factors[t],
+                                                         jnp.float32)
+
+  got, state = _scaled_run(opt, opt.init(params), params, grads, set_factor)
+  assert float(ox.scale_loss(1.0, state)) == factors[-1]
+  # The same injected optimizer without a scale (its betas are float32
+  # arrays too); the factors are powers of 2, so scaling is exact.
+  plain = ox.inject_hyperparams(ox.adam)(**SCALE_SENSITIVE)
+  expected, _ = _scaled_run(plain, plain.init(params), params, grads,
+                            lambda t, s: None)
+  assert max_deviation(expected, got) == 0
+  # Dividing by a factor other than the one scaled by is far off.
+  wrong = ox.adam(**SCALE_SENSITIVE, loss_scale_factor=4.0)
+  off, _ = _scaled_run(wrong, wrong.init(params), params,
+                       [jax.tree.map(lambda x: x * 16.0, g) for g in grads],
+                       lambda t, s: None)
+  assert max_deviation(expected, off) > 1e-3
+
+
+def test_restored_state_does_not_override_the_constructors_factor():
+  """A checkpoint saved by an optimizer with factor 4, restored (flax
+  serialization into `opt.init`'s target) into one built with factor 32:
+  `update` divides by 32 from the first step, and `scale_loss` follows once
+  that update refreshed the state's copy."""
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  params = make_params(32)
+  grads = varied_grads(params, 6, seed=32)
+  old = ox.adam(**SCALE_SENSITIVE, loss_scale_factor=4.0)
+  saved = serialization.to_bytes(old.update(grads[0], old.init(params),
+                                            params)[1])
+  new = ox.adam(**SCALE_SENSITIVE, loss_scale_factor=32.0)
+  restored = serialization.from_bytes(new.init(params), saved)
+  assert float(restored.loss_scale_factor) == 4.0  # The saved copy.
+  plain = ox.adam(**SCALE_SENSITIVE)
+  plain_state = serialization.from_bytes(plain.init(params), saved)
+  state, plain_state = restored, plain_state._replace(
+      loss_scale_factor=jnp.ones([], jnp.float32))
+  p, q = params, params
+  for g in grads[1:]:
+    # Gradients of the loss scaled by the new optimizer's factor.
+    u, state = new.update(jax.tree.map(lambda x: 32.0 * x, g), state, p)
+    p = optax.apply_updates(p, u)
+    assert float(ox.scale_loss(1.0, state)) == 32.0
+    v, plain_state = plain.update(g, plain_state, q)
+    q = optax.apply_updates(q, v)
+  assert max_deviation([q], [p]) <= 1e-6

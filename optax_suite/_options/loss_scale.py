@@ -114,10 +114,14 @@ class LossScaleState(NamedTuple):
 
 
 def _reset_static_scale(inner_state: Any) -> Any:
-  """Sets every static ``loss_scale_factor`` inside ``inner_state`` to 1."""
+  """Switches off every static ``loss_scale_factor`` inside ``inner_state``.
+
+  A package optimizer divides by its own factor unless its state's copy is
+  0, which only this wrapper writes (0 is no valid factor).
+  """
   is_node = lambda x: isinstance(x, _optimizer.KerasOptimizerState)
   return jax.tree.map(
-      lambda s: s._replace(loss_scale_factor=jnp.ones([], jnp.float32))
+      lambda s: s._replace(loss_scale_factor=jnp.zeros([], jnp.float32))
       if is_node(s) else s, inner_state, is_leaf=is_node)
 
 
@@ -239,7 +243,13 @@ def scale_loss(loss: Any, state: Any) -> jax.Array:
   """Multiplies ``loss`` by the loss scale that ``state`` holds.
 
   The scale is the dynamic one of a :func:`loss_scale_optimizer` state, else
-  the static ``loss_scale_factor`` of a package optimizer's state, else 1.
+  the static ``loss_scale_factor``: its current value in
+  ``state.hyperparams`` if injected, else the copy a package optimizer's
+  state keeps (its constructor's value, refreshed by every ``update``), else
+  1. The ``update`` that follows divides by the same number. (The one
+  exception: a state restored from a checkpoint saved with another factor
+  holds the old copy until its first ``update``, which divides by the new
+  optimizer's factor; scale that first loss by the new factor.)
   The product follows ``jnp`` promotion with the float32 scale, as Keras's
   ``optimizer.scale_loss`` does.
 
@@ -258,9 +268,20 @@ def scale_loss(loss: Any, state: Any) -> jax.Array:
     >>> ox.scale_loss(3.0, ox.adam().init(params))
     Array(3., dtype=float32)
   """
-  for cls, field in ((LossScaleState, "scale"),
-                     (_optimizer.KerasOptimizerState, "loss_scale_factor")):
-    found = _common.find_nodes(state, cls)
-    if found:
-      return jnp.asarray(loss) * getattr(found[0], field)
+  found = _common.find_nodes(state, LossScaleState)
+  if found:
+    return jnp.asarray(loss) * found[0].scale
+  # An injected factor is the one the next `update` divides by.
+  for node in _common.find_nodes(state, _INJECTED_STATES):
+    if "loss_scale_factor" in node.hyperparams:
+      return jnp.asarray(loss) * jnp.asarray(
+          node.hyperparams["loss_scale_factor"], jnp.float32)
+  found = _common.find_nodes(state, _optimizer.KerasOptimizerState)
+  if found:
+    factor = found[0].loss_scale_factor
+    return jnp.asarray(loss) * jnp.where(factor == 0, 1.0, factor)
   return jnp.asarray(loss) * jnp.ones([], jnp.float32)
+
+
+_INJECTED_STATES = (optax.InjectHyperparamsState,
+                    optax.InjectStatefulHyperparamsState)
