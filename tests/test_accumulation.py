@@ -72,3 +72,48 @@ def test_accumulator_is_reset_after_update():
 def test_rejects_fewer_than_two_steps():
   with pytest.raises(ValueError, match="gradient_accumulation_steps.*1"):
     ox.accumulate_gradients(optax.sgd(1.0), 1)
+
+
+def test_multisteps_composes_but_is_not_gradient_accumulation_steps():
+  """`optax.MultiSteps(ox.adam(...), k)` runs, jitted, with params; it is
+  not `gradient_accumulation_steps=k` (the numbers the README quotes):
+
+  * constant learning rate: the same up to rounding (MultiSteps keeps a
+    running mean, `acc + (g - acc) / n`, where Keras sums and divides by k);
+  * a schedule inside MultiSteps counts update steps, where Keras's counts
+    every call: MultiSteps equals `gradient_accumulation_steps=k` with the
+    schedule taken at `call // k`, and is far from the real one;
+  * the EMA inside MultiSteps runs on update steps only, Keras's on every
+    call.
+  """
+  from keras_oracle import make_params, max_deviation, ours_trajectory
+  from keras_oracle import varied_grads
+  k, steps = 4, 28
+  params = make_params(41)
+  grads = varied_grads(params, steps, seed=41)
+  run = lambda opt: ours_trajectory(opt, params, grads)
+  accumulate = dict(gradient_accumulation_steps=k)
+
+  multi, state = run(optax.MultiSteps(ox.adam(0.01), k))
+  assert int(state.gradient_step) == steps // k
+  plain, _ = run(ox.adam(0.01, **accumulate))
+  assert 0 < max_deviation(plain, multi) <= 1e-6
+
+  sched = ox.schedules.exponential_decay(0.01, 4, 0.5)
+  multi, _ = run(optax.MultiSteps(ox.adam(sched), k))
+  assert max_deviation(run(ox.adam(sched, **accumulate))[0], multi) > 1e-2
+  per_update = lambda count: sched(count // k)
+  assert max_deviation(run(ox.adam(per_update, **accumulate))[0],
+                       multi) <= 1e-6
+
+  ema = dict(use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=2)
+  multi, _ = run(optax.MultiSteps(ox.adam(0.01, **ema), k))
+  assert max_deviation(run(ox.adam(0.01, **ema, **accumulate))[0],
+                       multi) > 1e-3
+
+
+def test_readme_says_when_to_use_which():
+  import pathlib
+  readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md")
+  text = readme.read_text()
+  assert "\n## MultiSteps or gradient_accumulation_steps?\n" in text
