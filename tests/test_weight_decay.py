@@ -194,3 +194,9 @@ def test_configs_and_keras_imports_use_leaf_names():
   assert ox.decay_mask(params, imported.config["weight_decay_mask"],
                        imported.config["exclude_from_weight_decay"]) == (
                            expected)
+
+
+def test_invalid_pattern_is_refused_at_construction():
+  for bad in (["bias("], ["path:enc[oder"]):
+    with pytest.raises(ValueError, match="exclude_from_weight_decay"):
+      ox.adam(weight_decay=0.1, exclude_from_weight_decay=bad)
