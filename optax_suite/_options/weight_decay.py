@@ -88,9 +88,11 @@ def decay_mask(
     >>> params = {'encoder': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)},
     ...           'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
     >>> ox.decay_mask(params, exclude_from_weight_decay=['^bias$'])
-    {'encoder': {'bias': False, 'kernel': True}, 'head': {'bias': False, 'kernel': True}}
+    {'encoder': {'bias': False, 'kernel': True},
+     'head': {'bias': False, 'kernel': True}}
     >>> ox.decay_mask(params, exclude_from_weight_decay=['path:^encoder/'])
-    {'encoder': {'bias': False, 'kernel': False}, 'head': {'bias': True, 'kernel': True}}
+    {'encoder': {'bias': False, 'kernel': False},
+     'head': {'bias': True, 'kernel': True}}
   """
   mask = weight_decay_mask(params) if callable(weight_decay_mask) else (
       weight_decay_mask)
