@@ -176,6 +176,21 @@ def zeros_like(p: Any, dtype: Any = None) -> Any:
   return zero.astype(dtype)
 
 
+def copy_of(p: Any) -> Any:
+  """A fresh copy of a trainable leaf (`None` for any other leaf).
+
+  The copy owns its buffer, so a state holding it can be donated together
+  with the parameters. An abstract leaf (`jax.ShapeDtypeStruct`, as optax's
+  own contract tests pass to `init`) has no value to copy: it gets zeros of
+  its shape, dtype and sharding.
+  """
+  if not is_trainable(p):
+    return None
+  if isinstance(p, jax.ShapeDtypeStruct):
+    return zeros_like(p)
+  return jnp.array(p, copy=True)
+
+
 def slots(params: Any, dtype: Any = None) -> Any:
   """A zero slot per trainable leaf of `params` (`None` for the others)."""
   return tree_map(lambda p: zeros_like(p, dtype), params)

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import optax_suite as ox
+from catalog import KINDS
 
 
 def _run(tx, steps, params=None, grads=None):
@@ -85,3 +86,21 @@ def test_needs_params():
   tx = ox.ema(0.9)
   with pytest.raises(ValueError, match="params"):
     tx.update({"w": jnp.ones(1)}, tx.init({"w": jnp.ones(1)}))
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_init_takes_abstract_params(name):
+  """`init` accepts `jax.ShapeDtypeStruct` leaves (optax's
+  `test_init_with_abstract_input`) and agrees with `jax.eval_shape(init)`:
+  the EMA of an abstract parameter is zeros of its shape and dtype."""
+  opt = getattr(ox, name)(use_ema=True, ema_overwrite_frequency=2,
+                          gradient_accumulation_steps=2, weight_decay=0.1)
+  params = {"w": jnp.ones((2, 4, 8)), "b": jnp.ones(3, jnp.bfloat16),
+            "n": jnp.asarray(3)}
+  abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype),
+                          params)
+  state = opt.init(abstract)
+  shape_of = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
+  assert shape_of(state) == shape_of(jax.eval_shape(opt.init, params))
+  assert shape_of(state) == shape_of(opt.init(params))
+  np.testing.assert_array_equal(state.ema.ema["w"], np.zeros((2, 4, 8)))

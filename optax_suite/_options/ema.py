@@ -77,9 +77,7 @@ def ema(
       gradient_accumulation_steps)
 
   def init_fn(params):
-    average = _common.tree_map(
-        lambda p: jnp.array(p, copy=True) if _common.is_trainable(p) else None,
-        params)
+    average = _common.tree_map(_common.copy_of, params)
     return EmaState(jnp.zeros([], jnp.int32), average)
 
   def update_fn(updates, state, params=None):
