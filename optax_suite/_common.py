@@ -146,8 +146,12 @@ def is_trainable(x: Any) -> bool:
   )
 
 
-def _none_is_leaf(x: Any) -> bool:
+def is_none(x: Any) -> bool:
+  """`is_leaf` that keeps `None` leaves (jax drops them by default)."""
   return x is None
+
+
+_none_is_leaf = is_none
 
 
 def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -214,6 +218,24 @@ def zero_update(g: Any) -> Any:
 def compute_dtype(dtype: Any) -> Any:
   """Updates are computed in float32 at least (float64 stays float64)."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+def update_to(p: Any, target: Any, dtype: Any) -> Any:
+  """The update of `dtype` that takes `p` to `target` (a value of p's dtype).
+
+  `target - p` is formed in float32 at least (the difference of two bfloat16
+  or float16 values is exact there) and rounded once to `dtype`, so
+  `optax.apply_updates(p, u)` gives `target` bit for bit whenever that
+  difference is representable in `dtype`: always when `p` and `target` have
+  the same sign and lie within a factor 2 of each other (Sterbenz), and when
+  `dtype` is wider than `p`'s. Otherwise no update of `dtype` may exist: the
+  sums `p + u` near `target` can be spaced wider than `target`'s ulp (e.g.
+  `p = 1, target = 1e-8` in float32: they are multiples of 2**-24). Then the
+  parameter lands within half an ulp of `p`'s magnitude, and
+  :func:`optax_suite.apply_updates` lands exactly.
+  """
+  wide = compute_dtype(jnp.promote_types(dtype, p.dtype))
+  return (target.astype(wide) - p.astype(wide)).astype(dtype)
 
 
 def check_params(params: Any, needed_for: str) -> None:
