@@ -130,6 +130,26 @@ def _skip_update(shape: Any) -> Any:
   return jax.tree.map(fill, shape)
 
 
+def _in_dtype_of(updates: Any, grads: Any, params: Any) -> Any:
+  """The inner updates (from float32 gradients) in the gradients' dtypes.
+
+  With ``params``, a low-precision leaf gets the update of its gradient's
+  dtype that leads to the parameter the float32 update leads to, bit for bit
+  wherever one exists (see ``_common.update_to``): the parameters (and an
+  EMA overwrite) come out as they would from the float32 update.
+  """
+  def leaf(u, g, p=None):
+    if u is None or not hasattr(g, "dtype") or u.dtype == g.dtype:
+      return u
+    if p is None or not _common.is_trainable(p):
+      return u.astype(g.dtype)
+    return _common.update_to(p, jnp.asarray(p + u).astype(p.dtype), g.dtype)
+
+  if params is None:
+    return _common.tree_map(leaf, updates, grads)
+  return _common.tree_map(leaf, updates, grads, params)
+
+
 def loss_scale_optimizer(
     inner: optax.GradientTransformation,
     initial_scale: float = 2.0**15,
@@ -144,7 +164,10 @@ def loss_scale_optimizer(
   * if every gradient is finite, ``inner`` runs on :math:`g / s` (computed
     in float32 at least) and the scale is adjusted as in
     :class:`DynamicLossScale`: the ``dynamic_growth_steps``-th finite step in
-    a row doubles it, after the gradients were unscaled;
+    a row doubles it, after the gradients were unscaled. The updates come
+    back in the gradients' dtype (optax's contract): for bfloat16/float16
+    gradients, the update of that dtype that takes each parameter where the
+    float32 update takes it (bit for bit wherever one exists);
   * otherwise the step is skipped: the updates are zero, ``inner``'s state
     (slots, step counts, accumulator, EMA, schedule position) is returned
     untouched, and the scale halves.
@@ -217,8 +240,9 @@ def loss_scale_optimizer(
 
     def apply(operands):
       grads, inner_state, params = operands
-      return inner.update(
+      new_updates, inner_state = inner.update(
           loss_scale.unscale(grads), inner_state, params, **extra_args)
+      return _in_dtype_of(new_updates, grads, params), inner_state
 
     operands = (updates, state.inner_state, params)
     out_shape = jax.eval_shape(apply, operands)[0]
