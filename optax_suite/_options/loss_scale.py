@@ -124,9 +124,11 @@ def _reset_static_scale(inner_state: Any) -> Any:
 def _skip_update(shape: Any) -> Any:
   # -0.0 is the exact identity of IEEE addition (-0.0 + x == x bitwise, even
   # for x = -0.0), so `apply_updates` leaves skipped parameters bitwise as
-  # they were; +0.0 would turn a -0.0 parameter into +0.0.
-  fill = lambda s: jnp.full(
-      s.shape, -0.0 if jnp.issubdtype(s.dtype, jnp.floating) else 0, s.dtype)
+  # they were; +0.0 would turn a -0.0 parameter into +0.0. `full_like` of
+  # the abstract update keeps its sharding, which an explicitly sharded mesh
+  # makes part of the type both `cond` branches must agree on.
+  fill = lambda s: jnp.full_like(
+      s, -0.0 if jnp.issubdtype(s.dtype, jnp.floating) else 0)
   return jax.tree.map(fill, shape)
 
 
