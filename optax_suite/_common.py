@@ -134,8 +134,9 @@ def learning_rate_at(learning_rate: ScalarOrSchedule, step: jax.Array):
 
 
 # ----------------------------------------------------------------------------
-# Leaves. Only floating-point leaves are trained; integer and boolean leaves
-# get a zero update and no slot (their slot is `None`).
+# Leaves. Only real floating-point leaves are trained; integer and boolean
+# leaves get a zero update and no slot (their slot is `None`); complex leaves
+# are refused at `init` with a ValueError naming them (`check_real`).
 
 
 def is_trainable(x: Any) -> bool:
@@ -195,8 +196,29 @@ def copy_of(p: Any) -> Any:
   return jnp.array(p, copy=True)
 
 
+def check_real(params: Any) -> None:
+  """Refuses complex leaves, naming the first one's path.
+
+  Keras's update rules are defined for real numbers only, and leaving a
+  complex leaf untrained would be silent. A complex parameter can be trained
+  as two real leaves (`jnp.real(z)`, `jnp.imag(z)`).
+  """
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if hasattr(p, "dtype") and jnp.issubdtype(p.dtype, jnp.complexfloating):
+      raise ValueError(
+          "Complex parameters are not supported (Keras's optimizers are "
+          "defined for real numbers): the parameter at "
+          f"`params{jax.tree_util.keystr(path)}` is {p.dtype}. Train its "
+          "real and imaginary parts as two real leaves.")
+
+
 def slots(params: Any, dtype: Any = None) -> Any:
-  """A zero slot per trainable leaf of `params` (`None` for the others)."""
+  """A zero slot per trainable leaf of `params` (`None` for the others).
+
+  Every rule's `init` builds its slots here, so a complex leaf is refused
+  here (see `check_real`).
+  """
+  check_real(params)
   return tree_map(lambda p: zeros_like(p, dtype), params)
 
 

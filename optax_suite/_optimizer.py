@@ -195,6 +195,7 @@ def keras_optimizer(
                                   ("EMA (`use_ema=True`)", use_ema)) if on]
 
   def init_fn(params):
+    _common.check_real(params)  # Whatever the rule: never skip silently.
     scale = 1.0 if loss_scale_factor is None else loss_scale_factor
     return KerasOptimizerState(
         count=jnp.zeros([], jnp.int32),
