@@ -179,3 +179,47 @@ def test_no_update_of_the_dtype_lands_on_some_averages(dtype, p, avg):
   assert _bits(state[1].ema) == _bits(avg)
   assert _bits(optax.apply_updates(p, updates)) != _bits(avg)
   assert _bits(ox.apply_updates(p, updates, state)) == _bits(avg)
+
+
+@pytest.mark.parametrize("combine", ["multi_transform", "partition", "masked"])
+def test_finalize_and_overwrite_combine_every_parts_ema(combine):
+  """Issue 9 item 5: under multi_transform/partition/masked each part's EMA
+  replaces its own leaves (MaskedNode leaves are not averaged, a part with
+  no EMA keeps its parameters), where finalize used to hit a MaskedNode
+  structure error or refuse "2 EMAs"; `ox.apply_updates` overwrites each
+  part on its own schedule."""
+  params = {"a": jnp.ones(2), "b": jnp.full(3, 2.0), "c": jnp.full(1, 3.0),
+            "n": jnp.asarray(1)}
+  labels = {"a": "x", "b": "y", "c": "z", "n": "z"}
+  x = ox.adam(0.1, use_ema=True, ema_momentum=0.5, ema_overwrite_frequency=2)
+  y = ox.adamax(0.1, use_ema=True, ema_momentum=0.5)
+  if combine == "masked":
+    tx = optax.masked(x, {"a": True, "b": False, "c": False, "n": False})
+    owners = {"a": lambda s: s.inner_state.ema}
+  else:
+    transforms = {"x": x, "y": y, "z": optax.sgd(0.1)}
+    tx = getattr(optax, combine)(transforms, labels)
+    owners = {"a": lambda s: s.inner_states["x"].inner_state.ema,
+              "b": lambda s: s.inner_states["y"].inner_state.ema}
+  state = tx.init(params)
+  for step in range(3):
+    g = {"a": jnp.asarray([1.0, -2.0]), "b": jnp.full(3, 0.5 + step),
+         "c": jnp.ones(1), "n": jnp.asarray(0)}
+    updates, state = jax.jit(tx.update)(g, state, params)
+    new = ox.apply_updates(params, updates, state)
+    if step == 1:  # x overwrites at its 2nd step: a becomes its average.
+      np.testing.assert_array_equal(new["a"], owners["a"](state).ema["a"])
+    params = new
+  final = ox.finalize_variable_values(params, state)
+  for key, own in owners.items():
+    np.testing.assert_array_equal(final[key], own(state).ema[key])
+    assert not np.array_equal(final[key], params[key])
+  for key in set(params) - set(owners):
+    assert final[key] is params[key]
+
+
+def test_finalize_refuses_a_leaf_with_two_emas():
+  tx = optax.chain(optax.sgd(0.1), ox.ema(0.5), ox.ema(0.9))
+  params = {"w": jnp.ones(2)}
+  with pytest.raises(ValueError, match=r"\['w'\] is averaged by two EMAs"):
+    ox.finalize_variable_values(params, tx.init(params))

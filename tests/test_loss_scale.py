@@ -8,6 +8,7 @@ parameters and of the inner state as it was.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import jax
@@ -328,3 +329,63 @@ def test_all_finite():
                              "f": jnp.ones(2, jnp.bfloat16)}))
   assert not bool(ox.all_finite([jnp.ones(2), jnp.array([-jnp.inf])]))
   assert not bool(ox.all_finite(jnp.array(jnp.nan, jnp.float16)))
+
+
+def _parts(a, b):
+  return optax.multi_transform({"a": a, "b": b}, {"w": "a", "v": "b"})
+
+
+SCALE_PARAMS = {"w": jnp.ones(2), "v": jnp.ones(3)}
+
+
+@pytest.mark.parametrize("make, scale", [
+    (lambda: _parts(ox.adam(loss_scale_factor=4.0),
+                    ox.adamax(loss_scale_factor=4.0)), 4.0),
+    (lambda: _parts(ox.adam(), optax.sgd(0.1)), 1.0),
+    (lambda: optax.masked(ox.adam(), {"w": True, "v": False}), 1.0),
+    (lambda: ox.loss_scale_optimizer(_parts(ox.adam(), ox.adamax()),
+                                     initial_scale=8.0), 8.0),
+    (lambda: ox.loss_scale_optimizer(
+        optax.masked(ox.adam(loss_scale_factor=3.0), {"w": True, "v": False}),
+        initial_scale=8.0), 8.0),
+], ids=["same-static", "one-part-unscaled", "masked-unscaled", "dynamic-around",
+        "dynamic-around-masked"])
+def test_scale_loss_inside_combinations(make, scale):
+  """Issue 9 item 5: inside multi_transform/partition/masked, `scale_loss`
+  gives the one scale every part's `update` divides by, eagerly and jitted."""
+  state = make().init(SCALE_PARAMS)
+  assert float(ox.scale_loss(3.0, state)) == 3.0 * scale
+  assert float(jax.jit(ox.scale_loss)(3.0, state)) == 3.0 * scale
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: _parts(ox.adam(loss_scale_factor=4.0),
+                    ox.adamax(loss_scale_factor=2.0)), "different static"),
+    (lambda: _parts(ox.adam(loss_scale_factor=4.0), optax.sgd(0.1)),
+     "covers only some"),
+    (lambda: optax.partition({"a": ox.adam(loss_scale_factor=4.0),
+                              "b": optax.adam(0.1)}, {"w": "a", "v": "b"}),
+     "covers only some"),
+    (lambda: optax.masked(ox.adam(loss_scale_factor=4.0),
+                          {"w": True, "v": False}), "covers only some"),
+    (lambda: _parts(ox.loss_scale_optimizer(ox.adam()), ox.adamax()),
+     "next to optimizers"),
+    (lambda: _parts(ox.loss_scale_optimizer(ox.adam()), optax.sgd(0.1)),
+     "sits inside optax.masked"),
+    (lambda: _parts(ox.loss_scale_optimizer(ox.adam()),
+                    ox.loss_scale_optimizer(ox.adamax())), "2 loss_scale"),
+], ids=["different-static", "static-in-one-part", "partition",
+        "static-masked", "dynamic-and-static", "dynamic-in-one-part",
+        "two-dynamic"])
+def test_scale_loss_refuses_a_scale_the_updates_cannot_share(make, match):
+  """Where the loss's one scale cannot be what every part's `update` divides
+  by, `scale_loss` raises (it used to return the first scale it found, or
+  none); under jit, where static factors are traced, the value checks give
+  a NaN loss and the structural ones still raise."""
+  state = make().init(SCALE_PARAMS)
+  with pytest.raises(ValueError, match=match):
+    ox.scale_loss(3.0, state)
+  try:
+    assert np.isnan(float(jax.jit(ox.scale_loss)(3.0, state)))
+  except ValueError as e:
+    assert re.search(match, str(e))

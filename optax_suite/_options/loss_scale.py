@@ -261,32 +261,127 @@ def loss_scale_optimizer(
   return opt
 
 
+_PARTS = (optax.MaskedState, optax.transforms.PartitionState)
+
+
+def _scale_holders(state: Any, partial: bool = False) -> list:
+  """The loss scales in ``state``: ``(scale, dynamic, partial)`` triples.
+
+  One per :class:`LossScaleState` (``dynamic``) and one per package
+  optimizer state outside any (inside one, its static factor is switched
+  off). ``partial`` says that the scale covers only some of the gradients:
+  it sits inside an ``optax.masked`` state, or inside a part of
+  ``optax.multi_transform``/``optax.partition`` while another part holds no
+  scale.
+  """
+  found = []
+  for node in _common.find_nodes(
+      state, (LossScaleState, _optimizer.KerasOptimizerState) + _PARTS):
+    if isinstance(node, LossScaleState):
+      found.append((node.scale, True, partial))
+    elif isinstance(node, _optimizer.KerasOptimizerState):
+      found.append((node.loss_scale_factor, False, partial))
+    elif isinstance(node, optax.MaskedState):  # optax.masked on its own.
+      found += _scale_holders(node.inner_state, True)
+    else:
+      parts = [_scale_holders(getattr(part, "inner_state", part), partial)
+               for part in node.inner_states.values()]
+      if any(not part for part in parts):
+        parts = [[(s, d, True) for s, d, _ in part] for part in parts]
+      found += [holder for part in parts for holder in part]
+  return found
+
+
 def scale_loss(loss: Any, state: Any) -> jax.Array:
   """Multiplies ``loss`` by the loss scale that ``state`` holds.
 
   The scale is the dynamic one of a :func:`loss_scale_optimizer` state, else
-  the static ``loss_scale_factor`` of a package optimizer's state, else 1.
+  the static ``loss_scale_factor`` of the package optimizers' states, else 1.
   The product follows ``jnp`` promotion with the float32 scale, as Keras's
   ``optimizer.scale_loss`` does.
 
+  A loss carries one scale, and ``update`` divides each part's gradients by
+  that part's own scale, so a ``ValueError`` is raised where the two cannot
+  agree: two dynamic scales (they drift apart), a dynamic scale next to
+  optimizers it does not wrap, or a dynamic scale inside ``optax.masked`` or
+  in one part of ``optax.multi_transform``/``optax.partition`` (the other
+  gradients would stay scaled). Static factors must all be equal, and 1
+  where they cover only some of the gradients (inside ``optax.masked``, or
+  next to a part with no scale); checked with a ``ValueError`` when the
+  factors are concrete; under ``jax.jit``, where they are traced, a
+  disagreement makes the scaled loss NaN instead.
+
   Args:
     loss: a scalar (or any array).
-    state: the optimizer state (of any optimizer or chain of this package).
+    state: the optimizer state (of any optimizer or chain of this package,
+      or of a combination of them).
 
   Returns:
     ``loss * scale``.
 
   Example:
-    >>> import jax.numpy as jnp, optax_suite as ox
-    >>> params = jnp.zeros(2)
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> params = {'w': jnp.zeros(2), 'b': jnp.zeros(1)}
     >>> ox.scale_loss(3.0, ox.adam(loss_scale_factor=8.0).init(params))
     Array(24., dtype=float32)
     >>> ox.scale_loss(3.0, ox.adam().init(params))
     Array(3., dtype=float32)
+    >>> parts = optax.multi_transform(
+    ...     {'a': ox.adam(loss_scale_factor=8.0), 'b': optax.sgd(0.1)},
+    ...     {'w': 'a', 'b': 'b'})
+    >>> try:
+    ...   ox.scale_loss(3.0, parts.init(params))
+    ... except ValueError as e:
+    ...   print(str(e)[:60])
+    `loss_scale_factor=8.0` covers only some of the gradients (i
   """
-  for cls, field in ((LossScaleState, "scale"),
-                     (_optimizer.KerasOptimizerState, "loss_scale_factor")):
-    found = _common.find_nodes(state, cls)
-    if found:
-      return jnp.asarray(loss) * getattr(found[0], field)
-  return jnp.asarray(loss) * jnp.ones([], jnp.float32)
+  loss = jnp.asarray(loss)
+  holders = _scale_holders(state)
+  dynamic = [(s, partial) for s, is_dynamic, partial in holders if is_dynamic]
+  static = [(s, partial) for s, is_dynamic, partial in holders
+            if not is_dynamic]
+  if dynamic:
+    if len(dynamic) > 1:
+      raise ValueError(
+          f"`state` holds {len(dynamic)} loss_scale_optimizer states; their "
+          "dynamic scales drift apart, and a loss carries one scale. Wrap "
+          "the whole optimizer (e.g. the multi_transform) in one "
+          "loss_scale_optimizer.")
+    if static:
+      raise ValueError(
+          "`state` holds a loss_scale_optimizer next to optimizers it does "
+          "not wrap; their gradients would not be unscaled. Wrap the whole "
+          "optimizer in one loss_scale_optimizer.")
+    scale, partial = dynamic[0]
+    if partial:
+      raise ValueError(
+          "The loss_scale_optimizer in `state` sits inside optax.masked or "
+          "in one part of optax.multi_transform/optax.partition, so only "
+          "its part of the gradients is unscaled. Wrap the whole optimizer "
+          "in it.")
+    return loss * scale
+  if not static:
+    return loss * jnp.ones([], jnp.float32)
+  scale = static[0][0]
+  checks = [(s, partial) for s, partial in static]
+  concrete = all(_common.is_concrete(s) for s, _ in checks)
+  if concrete:
+    values = sorted({float(s) for s, _ in checks})
+    if len(values) > 1:
+      raise ValueError(
+          f"`state` holds different static loss scales {values}; a loss "
+          "carries one scale. Give every part the same "
+          "`loss_scale_factor`.")
+    for s, partial in checks:
+      if partial and float(s) != 1.0:
+        raise ValueError(
+            f"`loss_scale_factor={float(s)!r}` covers only some of the "
+            "gradients (it sits inside optax.masked, or in one part of "
+            "optax.multi_transform/optax.partition next to a part without "
+            "it): the others would stay scaled. Scale the loss of every "
+            "part alike.")
+    return loss * scale
+  ok = jnp.all(jnp.stack([
+      (s == scale) & (~jnp.asarray(partial) | (s == 1.0))
+      for s, partial in checks]))
+  return jnp.where(ok, loss * scale, jnp.nan)
