@@ -26,6 +26,7 @@ from optax_suite._options.clipping import global_norm
 from optax_suite._interop.config import from_config
 from optax_suite._interop.config import get_config
 from optax_suite._interop.inject import inject_hyperparams
+from optax_suite._options.ema import apply_updates
 from optax_suite._options.ema import ema
 from optax_suite._options.ema import EmaState
 from optax_suite._options.ema import finalize_variable_values
@@ -65,6 +66,7 @@ __all__ = (
     "adamax",
     "add_decoupled_weight_decay",
     "all_finite",
+    "apply_updates",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",

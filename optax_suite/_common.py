@@ -134,8 +134,9 @@ def learning_rate_at(learning_rate: ScalarOrSchedule, step: jax.Array):
 
 
 # ----------------------------------------------------------------------------
-# Leaves. Only floating-point leaves are trained; integer and boolean leaves
-# get a zero update and no slot (their slot is `None`).
+# Leaves. Only real floating-point leaves are trained; integer and boolean
+# leaves get a zero update and no slot (their slot is `None`); complex leaves
+# are refused at `init` with a ValueError naming them (`check_real`).
 
 
 def is_trainable(x: Any) -> bool:
@@ -146,8 +147,12 @@ def is_trainable(x: Any) -> bool:
   )
 
 
-def _none_is_leaf(x: Any) -> bool:
+def is_none(x: Any) -> bool:
+  """`is_leaf` that keeps `None` leaves (jax drops them by default)."""
   return x is None
+
+
+_none_is_leaf = is_none
 
 
 def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -176,8 +181,44 @@ def zeros_like(p: Any, dtype: Any = None) -> Any:
   return zero.astype(dtype)
 
 
+def copy_of(p: Any) -> Any:
+  """A fresh copy of a trainable leaf (`None` for any other leaf).
+
+  The copy owns its buffer, so a state holding it can be donated together
+  with the parameters. An abstract leaf (`jax.ShapeDtypeStruct`, as optax's
+  own contract tests pass to `init`) has no value to copy: it gets zeros of
+  its shape, dtype and sharding.
+  """
+  if not is_trainable(p):
+    return None
+  if isinstance(p, jax.ShapeDtypeStruct):
+    return zeros_like(p)
+  return jnp.array(p, copy=True)
+
+
+def check_real(params: Any) -> None:
+  """Refuses complex leaves, naming the first one's path.
+
+  Keras's update rules are defined for real numbers only, and leaving a
+  complex leaf untrained would be silent. A complex parameter can be trained
+  as two real leaves (`jnp.real(z)`, `jnp.imag(z)`).
+  """
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if hasattr(p, "dtype") and jnp.issubdtype(p.dtype, jnp.complexfloating):
+      raise ValueError(
+          "Complex parameters are not supported (Keras's optimizers are "
+          "defined for real numbers): the parameter at "
+          f"`params{jax.tree_util.keystr(path)}` is {p.dtype}. Train its "
+          "real and imaginary parts as two real leaves.")
+
+
 def slots(params: Any, dtype: Any = None) -> Any:
-  """A zero slot per trainable leaf of `params` (`None` for the others)."""
+  """A zero slot per trainable leaf of `params` (`None` for the others).
+
+  Every rule's `init` builds its slots here, so a complex leaf is refused
+  here (see `check_real`).
+  """
+  check_real(params)
   return tree_map(lambda p: zeros_like(p, dtype), params)
 
 
@@ -199,6 +240,24 @@ def zero_update(g: Any) -> Any:
 def compute_dtype(dtype: Any) -> Any:
   """Updates are computed in float32 at least (float64 stays float64)."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+def update_to(p: Any, target: Any, dtype: Any) -> Any:
+  """The update of `dtype` that takes `p` to `target` (a value of p's dtype).
+
+  `target - p` is formed in float32 at least (the difference of two bfloat16
+  or float16 values is exact there) and rounded once to `dtype`, so
+  `optax.apply_updates(p, u)` gives `target` bit for bit whenever that
+  difference is representable in `dtype`: always when `p` and `target` have
+  the same sign and lie within a factor 2 of each other (Sterbenz), and when
+  `dtype` is wider than `p`'s. Otherwise no update of `dtype` may exist: the
+  sums `p + u` near `target` can be spaced wider than `target`'s ulp (e.g.
+  `p = 1, target = 1e-8` in float32: they are multiples of 2**-24). Then the
+  parameter lands within half an ulp of `p`'s magnitude, and
+  :func:`optax_suite.apply_updates` lands exactly.
+  """
+  wide = compute_dtype(jnp.promote_types(dtype, p.dtype))
+  return (target.astype(wide) - p.astype(wide)).astype(dtype)
 
 
 def check_params(params: Any, needed_for: str) -> None:

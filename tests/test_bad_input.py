@@ -20,6 +20,7 @@ import optax
 import pytest
 
 import optax_suite as ox
+from catalog import KINDS
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import max_deviation
@@ -286,3 +287,23 @@ def test_huge_gradient_overflow_in_scaled_loss_is_skipped():
     assert not np.asarray(updates).any()
   assert halvings == math.ceil(math.log2(1e35 * 2.0**15 / 3.4028235e38))
   assert np.isfinite(np.asarray(optax.apply_updates(params, updates))).all()
+
+
+@pytest.mark.parametrize("make", [
+    *[lambda n=n: getattr(ox, n)() for n in KINDS],
+    lambda: ox.scale_by_adam(), lambda: ox.scale_by_adamax(),
+    lambda: ox.scale_by_rmsprop(momentum=0.9), lambda: ox.scale_by_adadelta(),
+    lambda: ox.ema(0.9), lambda: ox.accumulate_gradients(optax.sgd(0.1), 2),
+    lambda: ox.loss_scale_optimizer(ox.adam()),
+    lambda: optax.chain(ox.clip_by_norm(1.0), ox.adam())],
+    ids=[*KINDS, "scale_by_adam", "scale_by_adamax", "scale_by_rmsprop",
+         "scale_by_adadelta", "ema", "accumulate", "loss_scale", "chain"])
+def test_complex_parameters_are_refused_by_path_at_init(make):
+  """Issue 9 item 7: a complex leaf used to get no slot and a zero update
+  (frozen silently). Keras's rules are defined for real numbers, so `init`
+  refuses it with a ValueError naming its path."""
+  params = {"net": {"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64)}}
+  with pytest.raises(ValueError, match=r"params\['net'\]\['z'\].*complex64"):
+    make().init(params)
+  with pytest.raises(ValueError, match=r"params\['net'\]\['z'\]"):
+    jax.jit(make().init)(params)

@@ -167,3 +167,55 @@ def test_state_that_matches_nothing_comes_back_fresh():
   rms = ox.rmsprop(0.1, momentum=0.9)
   migrated = ox.migrate_state(adam_state, rms, params)
   assert_trees_equal(migrated, rms.init(params))
+
+
+def _filled(opt, params, calls):
+  state = opt.init(params)
+  for i in range(calls):
+    g = jax.tree.map(lambda p, i=i: jnp.full_like(p, 0.5 + i), params)
+    _, state = opt.update(g, state, params)
+  return state
+
+
+def test_tuple_params_as_long_as_the_chain_keep_their_slots():
+  """Issue 9 item 6: with a 3-tuple of parameters (the chain's length),
+  turning on accumulation used to pour the chain's states into the
+  accumulator field; matching by type and field name puts them in the
+  wrapper's `inner_state` and starts the accumulator empty."""
+  params = (jnp.ones(2), jnp.full(3, 2.0), jnp.full(1, 3.0))
+  state = _filled(ox.adam(0.1), params, 3)
+  new = ox.adam(0.1, gradient_accumulation_steps=2)
+  migrated = ox.migrate_state(state, new, params)
+  assert_trees_equal(migrated.inner.inner_state, state.inner)
+  assert_trees_equal(migrated.inner.accumulated,
+                     jax.tree.map(jnp.zeros_like, params))
+  assert int(migrated.count) == 3
+
+
+def test_a_transformation_inserted_before_ours_keeps_its_slots():
+  """A chain state is matched by type: `optax.chain(ox.adam())` restored
+  into `optax.chain(optax.clip(1.0), ox.adam())` keeps the Adam state."""
+  params = {"w": jnp.ones(2)}
+  state = _filled(optax.chain(ox.adam(0.1)), params, 2)
+  new = optax.chain(optax.add_noise(0.0, 0.5, 0), ox.adam(0.1))
+  migrated = ox.migrate_state(state, new, params)
+  assert_trees_equal(migrated[1], state[0])
+
+
+def test_a_half_filled_accumulator_is_not_dropped_silently():
+  """Turning accumulation off after a micro-step would lose its gradients:
+  a ValueError says so; right after an update step it migrates."""
+  params = {"w": jnp.ones(2)}
+  acc = ox.adam(0.1, gradient_accumulation_steps=2)
+  with pytest.raises(ValueError, match=r"accumulated.*micro-steps"):
+    ox.migrate_state(_filled(acc, params, 3), ox.adam(0.1), params)
+  state = _filled(acc, params, 4)
+  migrated = ox.migrate_state(state, ox.adam(0.1), params)
+  assert_trees_equal(migrated.inner, state.inner.inner_state)
+
+
+def test_changed_parameter_shapes_are_refused():
+  params = {"w": jnp.ones(2)}
+  state = _filled(ox.adam(0.1), params, 1)
+  with pytest.raises(ValueError, match=r"cannot carry `state\.inner\[1\]\.mu"):
+    ox.migrate_state(state, ox.adam(0.1), {"w": jnp.ones(3)})

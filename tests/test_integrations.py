@@ -205,7 +205,7 @@ def test_plain_jit_step_with_donated_params_and_state(digits):
   losses = []
   for i in range(STEPS):
     old_leaf = params["out"]["kernel"]
-    old_slot = jax.tree.leaves(state)[-1]
+    old_slot = state.ema.ema["out"]["kernel"]
     params, state, loss = step(params, state, x, y)
     losses.append(float(loss))
     if i == 0:  # the old buffers were handed over to the step

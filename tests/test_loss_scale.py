@@ -8,6 +8,7 @@ parameters and of the inner state as it was.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import jax
@@ -223,64 +224,71 @@ def test_low_precision_gradients_unscaled_in_float32():
 
   2**-26 is below float16's smallest subnormal (2**-24): divided in float16
   it would flush to 0, in float32 it is exact (as in Keras, whose float32
-  scale promotes the division).
+  scale promotes the division), and an SGD step of 2**20 times it is a
+  normal float16 number again.
   """
-  opt = ox.loss_scale_optimizer(optax.sgd(1.0), initial_scale=2.0**15)
+  opt = ox.loss_scale_optimizer(optax.sgd(2.0**20), initial_scale=2.0**15)
   params = jnp.zeros(2, jnp.float16)
   state = opt.init(params)
   g = jnp.array([2.0**-20 * 3, 2.0**-26], jnp.float32) * 2.0**15
   updates, state = opt.update(g.astype(jnp.float16), state, params)
-  assert updates.dtype == jnp.float32
-  np.testing.assert_array_equal(updates, -np.array([3 * 2.0**-20, 2.0**-26]))
+  np.testing.assert_array_equal(updates, -np.array([3.0, 2.0**-6]))
 
 
-def test_scale_loss_picks_the_right_scale():
-  """Dynamic scale under loss scaling, else the static factor, else 1."""
-  params = {"w": jnp.ones(3)}
-  ls = ox.loss_scale_optimizer(ox.adam(), initial_scale=2.0**7)
-  state = ls.init(params)
-  assert float(ox.scale_loss(3.0, state)) == 3.0 * 2**7
-  _, state = ls.update({"w": jnp.full(3, jnp.nan)}, state, params)
-  assert float(ox.scale_loss(3.0, state)) == 3.0 * 2**6
-  assert float(ox.scale_loss(3.0, ox.adam(loss_scale_factor=5.0).init(
-      params))) == 15.0
-  assert float(ox.scale_loss(3.0, ox.adam().init(params))) == 3.0
-  assert float(ox.scale_loss(3.0, optax.sgd(0.1).init(params))) == 3.0
-
-
-def test_scaled_training_loop_matches_unscaled():
-  """grad(scale_loss(loss)) through the wrapper equals the plain optimizer.
-
-  With power-of-two scales, scaling then unscaling is exact, so 30 jitted
-  steps with growth every 4 give bitwise the plain Adam parameters.
-  """
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_updates_come_back_in_the_gradients_dtype(dtype, kind="adam"):
+  """optax's contract (its `test_preserve_dtype` and the `lax.cond` of
+  `test_state_shape_dtype_shard_stability`): updates have the gradients'
+  dtype, so a `cond`/`scan` can carry them; the parameters they lead to are
+  those the float32 updates of the unscaled gradients lead to, bit for bit
+  (the EMA overwrite included)."""
+  opt = ox.loss_scale_optimizer(
+      FACTORIES[kind](learning_rate=0.05, use_ema=True,
+                      ema_overwrite_frequency=2), initial_scale=2.0**4)
   params = make_params()
-  target = jax.tree.map(lambda p: p * 0.5 + 1.0, params)
+  params = jax.tree.map(lambda p: p.astype(dtype), params)
+  grads_seq = [jax.tree.map(lambda g: (g * 16).astype(dtype), g)
+               for g in varied_grads(make_params(), 4)]
 
-  def loss(p):
-    return sum(jnp.sum((a - b) ** 2) for a, b in zip(
-        jax.tree.leaves(p), jax.tree.leaves(target)))
+  @jax.jit
+  def run(params, state, grads_seq):
+    def step(carry, grads):
+      params, state = carry
+      flip = jnp.sum(jax.tree.leaves(grads)[0]) > 1e9  # never, not foldable
+      updates, state = jax.lax.cond(
+          flip, lambda: (grads, state), lambda: opt.update(grads, state,
+                                                           params))
+      same = jax.tree.map(lambda u, g: u.dtype == g.dtype, updates,
+                                 grads)
+      assert all(jax.tree.leaves(same)), (updates, grads)
+      return (optax.apply_updates(params, updates), state), updates
+    return jax.lax.scan(step, (params, state), grads_seq)
 
-  def run(opt, scaled):
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, state):
-      f = (lambda p: ox.scale_loss(loss(p), state)) if scaled else loss
-      updates, state = opt.update(jax.grad(f)(p), state, p)
-      return optax.apply_updates(p, updates), state
-
-    p = params
-    for _ in range(30):
-      p, state = step(p, state)
-    return p, state
-
-  plain, _ = run(ox.adam(0.05), scaled=False)
-  scaled, state = run(ox.loss_scale_optimizer(ox.adam(0.05), 2.0**10, 4),
-                      scaled=True)
-  assert float(state.scale) == 2.0**(10 + 7)
-  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(scaled)):
-    np.testing.assert_array_equal(a, b)
+  stacked = jax.tree.map(lambda *g: jnp.stack(g), *grads_seq)
+  run(params, opt.init(params), stacked)  # Traces: cond and scan accept them.
+  # Step by step against the float32 updates of the inner optimizer on the
+  # unscaled gradients, rounded once into the parameter: bit for bit where
+  # the step from old to new parameter is exact in `dtype` (same sign, within
+  # a factor 2: Sterbenz), else within one rounding of the larger of the two.
+  # (tests/test_contract.py checks the dtypes for every optimizer.)
+  inner = opt.config["inner"]
+  p, state = params, opt.init(params)
+  update, inner_update = jax.jit(opt.update), jax.jit(inner.update)
+  for grads in grads_seq:
+    g32 = jax.tree.map(lambda g, s=state: g.astype(jnp.float32) / s.scale,
+                       grads)
+    u32, _ = inner_update(g32, state.inner_state, p)
+    want = jax.tree.map(lambda q, u: (q + u).astype(q.dtype), p, u32)
+    updates, state = update(grads, state, p)
+    got = optax.apply_updates(p, updates)
+    for old, a, b in zip(*map(jax.tree.leaves, (p, got, want))):
+      old, a, b = (np.asarray(x, np.float64) for x in (old, a, b))
+      exact = (old * b > 0) & (np.abs(b) <= 2 * np.abs(old)) & (
+          np.abs(old) <= 2 * np.abs(b))
+      np.testing.assert_array_equal(a[exact], b[exact])
+      ulp = np.maximum(np.abs(old), np.abs(b)) * float(jnp.finfo(dtype).eps)
+      assert np.all(np.abs(a - b) <= ulp)
+    p = got
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, np.inf, np.nan, "big"])
@@ -408,3 +416,63 @@ def test_restored_state_does_not_override_the_constructors_factor():
     v, plain_state = plain.update(g, plain_state, q)
     q = optax.apply_updates(q, v)
   assert max_deviation([q], [p]) <= 1e-6
+
+
+def _parts(a, b):
+  return optax.multi_transform({"a": a, "b": b}, {"w": "a", "v": "b"})
+
+
+SCALE_PARAMS = {"w": jnp.ones(2), "v": jnp.ones(3)}
+
+
+@pytest.mark.parametrize("make, scale", [
+    (lambda: _parts(ox.adam(loss_scale_factor=4.0),
+                    ox.adamax(loss_scale_factor=4.0)), 4.0),
+    (lambda: _parts(ox.adam(), optax.sgd(0.1)), 1.0),
+    (lambda: optax.masked(ox.adam(), {"w": True, "v": False}), 1.0),
+    (lambda: ox.loss_scale_optimizer(_parts(ox.adam(), ox.adamax()),
+                                     initial_scale=8.0), 8.0),
+    (lambda: ox.loss_scale_optimizer(
+        optax.masked(ox.adam(loss_scale_factor=3.0), {"w": True, "v": False}),
+        initial_scale=8.0), 8.0),
+], ids=["same-static", "one-part-unscaled", "masked-unscaled", "dynamic-around",
+        "dynamic-around-masked"])
+def test_scale_loss_inside_combinations(make, scale):
+  """Issue 9 item 5: inside multi_transform/partition/masked, `scale_loss`
+  gives the one scale every part's `update` divides by, eagerly and jitted."""
+  state = make().init(SCALE_PARAMS)
+  assert float(ox.scale_loss(3.0, state)) == 3.0 * scale
+  assert float(jax.jit(ox.scale_loss)(3.0, state)) == 3.0 * scale
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: _parts(ox.adam(loss_scale_factor=4.0),
+                    ox.adamax(loss_scale_factor=2.0)), "different static"),
+    (lambda: _parts(ox.adam(loss_scale_factor=4.0), optax.sgd(0.1)),
+     "covers only some"),
+    (lambda: optax.partition({"a": ox.adam(loss_scale_factor=4.0),
+                              "b": optax.adam(0.1)}, {"w": "a", "v": "b"}),
+     "covers only some"),
+    (lambda: optax.masked(ox.adam(loss_scale_factor=4.0),
+                          {"w": True, "v": False}), "covers only some"),
+    (lambda: _parts(ox.loss_scale_optimizer(ox.adam()), ox.adamax()),
+     "next to optimizers"),
+    (lambda: _parts(ox.loss_scale_optimizer(ox.adam()), optax.sgd(0.1)),
+     "sits inside optax.masked"),
+    (lambda: _parts(ox.loss_scale_optimizer(ox.adam()),
+                    ox.loss_scale_optimizer(ox.adamax())), "2 loss_scale"),
+], ids=["different-static", "static-in-one-part", "partition",
+        "static-masked", "dynamic-and-static", "dynamic-in-one-part",
+        "two-dynamic"])
+def test_scale_loss_refuses_a_scale_the_updates_cannot_share(make, match):
+  """Where the loss's one scale cannot be what every part's `update` divides
+  by, `scale_loss` raises (it used to return the first scale it found, or
+  none); under jit, where static factors are traced, the value checks give
+  a NaN loss and the structural ones still raise."""
+  state = make().init(SCALE_PARAMS)
+  with pytest.raises(ValueError, match=match):
+    ox.scale_loss(3.0, state)
+  try:
+    assert np.isnan(float(jax.jit(ox.scale_loss)(3.0, state)))
+  except ValueError as e:
+    assert re.search(match, str(e))

@@ -183,8 +183,8 @@ def _optimizer_state(state: _optimizer.KerasOptimizerState,
   if isinstance(ema, _ema.EmaState) != (kv.average is not None):
     raise ValueError("`use_ema` is on in only one of the two optimizers.")
   if kv.average is not None:
-    ema = _ema.EmaState(jnp.asarray(kv.calls, ema.count.dtype),
-                        _fill(ema.ema, kv.average, "average"))
+    ema = ema._replace(count=jnp.asarray(kv.calls, ema.count.dtype),
+                       ema=_fill(ema.ema, kv.average, "average"))
   return state._replace(count=jnp.asarray(kv.calls, state.count.dtype),
                         inner=inner, ema=ema)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 import chex
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -17,10 +18,12 @@ class EmaState(NamedTuple):
   Example:
     >>> import jax.numpy as jnp, optax_suite as ox
     >>> ox.ema(0.9).init(jnp.array([1.0, 2.0]))
-    EmaState(count=Array(0, dtype=int32), ema=Array([1., 2.], dtype=float32))
+    EmaState(count=Array(0, dtype=int32), ema=Array([1., 2.], dtype=float32),
+             overwritten=Array(False, dtype=bool))
   """
   count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
   ema: optax.Params  # like params (param dtype), the moving average.
+  overwritten: chex.Array  # bool [], the last call overwrote the params.
 
 
 def ema(
@@ -43,7 +46,13 @@ def ema(
   steps, as Keras's does. With ``ema_overwrite_frequency = f`` the update is
   replaced by :math:`\bar w - w` (so the parameters become the average)
   whenever ``(iterations + 1) % f == 0``; under accumulation that check runs
-  on every call, as in Keras. A non-finite average never leaks into
+  on every call, as in Keras. The difference is formed in float32 at least
+  and rounded once, so ``optax.apply_updates`` lands on the average bit for
+  bit whenever an update of the gradients' dtype can (always when parameter
+  and average are within a factor 2 of each other, in every dtype); where
+  none can (a sign change or a ratio far from 1, e.g. ``w = 1``,
+  :math:`\bar w = 10^{-8}` in float32), :func:`optax_suite.apply_updates`
+  with the state lands exactly. A non-finite average never leaks into
   parameters it is not overwriting. Use :func:`finalize_variable_values` to
   read the average at the end.
 
@@ -77,10 +86,10 @@ def ema(
       gradient_accumulation_steps)
 
   def init_fn(params):
-    average = _common.tree_map(
-        lambda p: jnp.array(p, copy=True) if _common.is_trainable(p) else None,
-        params)
-    return EmaState(jnp.zeros([], jnp.int32), average)
+    _common.check_real(params)
+    average = _common.tree_map(_common.copy_of, params)
+    return EmaState(jnp.zeros([], jnp.int32), average,
+                    jnp.zeros([], jnp.bool_))
 
   def update_fn(updates, state, params=None):
     _common.check_params(params, "EMA (`use_ema=True`)")
@@ -89,6 +98,8 @@ def ema(
     overwrite = None
     if ema_overwrite_frequency is not None:
       overwrite = (iterations + 1) % ema_overwrite_frequency == 0
+    overwritten = jnp.zeros([], jnp.bool_) if overwrite is None else (
+        overwrite.astype(jnp.bool_))  # Not weakly typed, as at `init`.
 
     def leaf(avg, p, u):
       if avg is None:
@@ -98,13 +109,48 @@ def ema(
       new_p = (p + u).astype(p.dtype).astype(dt)
       avg = (mom * avg.astype(dt) + (1 - mom) * new_p).astype(avg.dtype)
       if overwrite is not None:
-        u = jnp.where(overwrite, (avg - p).astype(u.dtype), u)
+        u = jnp.where(overwrite, _common.update_to(p, avg, u.dtype), u)
       return u, avg
 
     updates, average = _common.tree_map_n(leaf, 2, state.ema, params, updates)
-    return updates, EmaState(optax.safe_increment(state.count), average)
+    return updates, EmaState(
+        optax.safe_increment(state.count), average, overwritten)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _averages(params: Any, state: Any) -> tuple[list, list, Any]:
+  """Each leaf's average and overwrite flag from every EMA in ``state``.
+
+  Every :class:`EmaState` in ``state`` (one per optimizer; several under
+  ``optax.multi_transform``/``optax.partition``, masked ones under
+  ``optax.masked``) covers its own leaves; a leaf it does not average holds
+  ``None`` or an ``optax.MaskedNode``. Returns the flat lists (in the order
+  of ``params``' leaves, ``None`` where no EMA averages the leaf) and the
+  tree definition of ``params``.
+  """
+  treedef = jax.tree.structure(params, is_leaf=_common.is_none)
+  averages = [None] * treedef.num_leaves
+  flags = [None] * treedef.num_leaves
+  for node in _common.find_nodes(state, EmaState):
+    try:
+      leaves = treedef.flatten_up_to(node.ema)
+    except (ValueError, TypeError) as e:
+      raise ValueError(
+          "A parameter EMA in `state` does not have the structure of "
+          f"`params`.\n  params: {treedef}\n  EMA: "
+          f"{jax.tree.structure(node.ema, is_leaf=_common.is_none)}") from e
+    for i, avg in enumerate(leaves):
+      if avg is None or isinstance(avg, optax.MaskedNode):
+        continue
+      if averages[i] is not None:
+        path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(
+            params, is_leaf=_common.is_none)[0][i][0])
+        raise ValueError(
+            f"The parameter {path} is averaged by two EMAs in `state`; each "
+            "parameter may have one (one `use_ema` optimizer per part).")
+      averages[i], flags[i] = avg, node.overwritten
+  return averages, flags, treedef
 
 
 def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
@@ -113,7 +159,10 @@ def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
   The counterpart of Keras's ``optimizer.finalize_variable_values``: where
   ``state`` (of any optimizer or chain from this package) holds a parameter
   EMA, the averages replace the trainable leaves; otherwise ``params`` come
-  back unchanged. Integer leaves are always kept.
+  back unchanged. Integer leaves are always kept. Under
+  ``optax.multi_transform``, ``optax.partition`` or ``optax.masked`` each
+  part's EMA replaces its own leaves; a leaf no EMA averages is kept, and a
+  leaf averaged by two EMAs is a ``ValueError``.
 
   With Flax NNX, pass plain arrays and write the result back::
 
@@ -130,19 +179,74 @@ def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
     A tree like ``params``.
 
   Example:
-    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
     >>> opt = ox.adam(use_ema=True)
     >>> params = {'w': jnp.ones(3)}
     >>> ox.finalize_variable_values(params, opt.init(params))['w']
     Array([1., 1., 1.], dtype=float32)
+    >>> both = optax.multi_transform(
+    ...     {'a': ox.adam(0.5, use_ema=True),
+    ...      'b': ox.adamax(0.5, use_ema=True)}, {'w': 'a', 'v': 'b'})
+    >>> params = {'w': jnp.ones(2), 'v': jnp.zeros(1)}
+    >>> state = both.init(params)
+    >>> updates, state = both.update(params, state, params)
+    >>> ox.finalize_variable_values(params, state)
+    {'v': Array([0.], dtype=float32),
+     'w': Array([0.50000495, 0.50000495], dtype=float32)}
   """
-  found = _common.find_nodes(state, EmaState)
-  if not found:
+  averages, _, treedef = _averages(params, state)
+  if all(avg is None for avg in averages):
     return params
-  if len(found) > 1:
-    raise ValueError(
-        f"`state` holds {len(found)} parameter EMAs; pass the state of one "
-        "optimizer.")
-  average = found[0].ema
-  return _common.tree_map(
-      lambda avg, p: p if avg is None else avg.astype(p.dtype), average, params)
+  leaves = treedef.flatten_up_to(params)
+  return treedef.unflatten([
+      p if avg is None else avg.astype(p.dtype)
+      for avg, p in zip(averages, leaves)])
+
+
+def apply_updates(params: optax.Params, updates: optax.Updates,
+                  state: Any = None) -> optax.Params:
+  r"""``optax.apply_updates``, landing exactly on an EMA that overwrote.
+
+  Returns ``params + updates`` as :func:`optax.apply_updates` does, except
+  that where the EMA in ``state`` (the state ``update`` just returned)
+  overwrote the parameters on that call, those leaves are the average bit
+  for bit. The overwrite update :math:`\bar w - w` already lands exactly
+  through ``optax.apply_updates`` whenever an update of the gradients'
+  dtype can, which is always when :math:`w` and :math:`\bar w` lie within a
+  factor 2 of each other; this covers the rest (a sign change, or a ratio
+  far from 1: ``w = 1``, :math:`\bar w = 10^{-8}` has no float32 ``u``
+  with ``w + u`` equal to it). Without an EMA in ``state`` (or with
+  ``state=None``) it is ``optax.apply_updates``.
+
+  Args:
+    params: the parameters ``update`` was given.
+    updates: the updates it returned.
+    state: the state it returned, or None.
+
+  Returns:
+    The new parameters, like ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> tx = optax.chain(optax.sgd(1.0), ox.ema(0.75, 2))  # overwrite at 2
+    >>> params = jnp.array([1.3])
+    >>> state = tx.init(params)
+    >>> for g in (0.0, 6.0):  # the second step crosses zero
+    ...   updates, state = tx.update(jnp.array([g]), state, params)
+    ...   if g == 0.0:
+    ...     params = optax.apply_updates(params, updates)
+    >>> state[1].ema, optax.apply_updates(params, updates)
+    (Array([-0.19999999], dtype=float32), Array([-0.20000005], dtype=float32))
+    >>> ox.apply_updates(params, updates, state)
+    Array([-0.19999999], dtype=float32)
+  """
+  new_params = optax.apply_updates(params, updates)
+  if state is None:
+    return new_params
+  averages, flags, treedef = _averages(params, state)
+  if all(avg is None for avg in averages):
+    return new_params
+  leaves = treedef.flatten_up_to(new_params)
+  return treedef.unflatten([
+      p if avg is None else jnp.where(flag, avg.astype(p.dtype), p)
+      for avg, flag, p in zip(averages, flags, leaves)])

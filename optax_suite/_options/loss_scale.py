@@ -128,10 +128,32 @@ def _reset_static_scale(inner_state: Any) -> Any:
 def _skip_update(shape: Any) -> Any:
   # -0.0 is the exact identity of IEEE addition (-0.0 + x == x bitwise, even
   # for x = -0.0), so `apply_updates` leaves skipped parameters bitwise as
-  # they were; +0.0 would turn a -0.0 parameter into +0.0.
-  fill = lambda s: jnp.full(
-      s.shape, -0.0 if jnp.issubdtype(s.dtype, jnp.floating) else 0, s.dtype)
+  # they were; +0.0 would turn a -0.0 parameter into +0.0. `full_like` of
+  # the abstract update keeps its sharding, which an explicitly sharded mesh
+  # makes part of the type both `cond` branches must agree on.
+  fill = lambda s: jnp.full_like(
+      s, -0.0 if jnp.issubdtype(s.dtype, jnp.floating) else 0)
   return jax.tree.map(fill, shape)
+
+
+def _in_dtype_of(updates: Any, grads: Any, params: Any) -> Any:
+  """The inner updates (from float32 gradients) in the gradients' dtypes.
+
+  With ``params``, a low-precision leaf gets the update of its gradient's
+  dtype that leads to the parameter the float32 update leads to, bit for bit
+  wherever one exists (see ``_common.update_to``): the parameters (and an
+  EMA overwrite) come out as they would from the float32 update.
+  """
+  def leaf(u, g, p=None):
+    if u is None or not hasattr(g, "dtype") or u.dtype == g.dtype:
+      return u
+    if p is None or not _common.is_trainable(p):
+      return u.astype(g.dtype)
+    return _common.update_to(p, jnp.asarray(p + u).astype(p.dtype), g.dtype)
+
+  if params is None:
+    return _common.tree_map(leaf, updates, grads)
+  return _common.tree_map(leaf, updates, grads, params)
 
 
 def loss_scale_optimizer(
@@ -148,7 +170,10 @@ def loss_scale_optimizer(
   * if every gradient is finite, ``inner`` runs on :math:`g / s` (computed
     in float32 at least) and the scale is adjusted as in
     :class:`DynamicLossScale`: the ``dynamic_growth_steps``-th finite step in
-    a row doubles it, after the gradients were unscaled;
+    a row doubles it, after the gradients were unscaled. The updates come
+    back in the gradients' dtype (optax's contract): for bfloat16/float16
+    gradients, the update of that dtype that takes each parameter where the
+    float32 update takes it (bit for bit wherever one exists);
   * otherwise the step is skipped: the updates are zero, ``inner``'s state
     (slots, step counts, accumulator, EMA, schedule position) is returned
     untouched, and the scale halves.
@@ -221,8 +246,9 @@ def loss_scale_optimizer(
 
     def apply(operands):
       grads, inner_state, params = operands
-      return inner.update(
+      new_updates, inner_state = inner.update(
           loss_scale.unscale(grads), inner_state, params, **extra_args)
+      return _in_dtype_of(new_updates, grads, params), inner_state
 
     operands = (updates, state.inner_state, params)
     out_shape = jax.eval_shape(apply, operands)[0]
@@ -239,6 +265,49 @@ def loss_scale_optimizer(
   return opt
 
 
+_PARTS = (optax.MaskedState, optax.transforms.PartitionState)
+
+
+_INJECTED = (optax.InjectHyperparamsState,
+             optax.InjectStatefulHyperparamsState)
+
+
+def _scale_holders(state: Any, partial: bool = False) -> list:
+  """The loss scales in ``state``: ``(scale, dynamic, partial)`` triples.
+
+  One per :class:`LossScaleState` (``dynamic``) and one per package
+  optimizer state outside any (inside one, its static factor is switched
+  off). ``partial`` says that the scale covers only some of the gradients:
+  it sits inside an ``optax.masked`` state, or inside a part of
+  ``optax.multi_transform``/``optax.partition`` while another part holds no
+  scale.
+  """
+  found = []
+  for node in _common.find_nodes(
+      state, (LossScaleState, _optimizer.KerasOptimizerState) + _INJECTED
+      + _PARTS):
+    if isinstance(node, LossScaleState):
+      found.append((node.scale, True, partial))
+    elif isinstance(node, _INJECTED):
+      # An injected factor is the one the next `update` divides by.
+      if "loss_scale_factor" in node.hyperparams:
+        found.append((jnp.asarray(node.hyperparams["loss_scale_factor"],
+                                  jnp.float32), False, partial))
+      else:
+        found += _scale_holders(node.inner_state, partial)
+    elif isinstance(node, _optimizer.KerasOptimizerState):
+      found.append((node.loss_scale_factor, False, partial))
+    elif isinstance(node, optax.MaskedState):  # optax.masked on its own.
+      found += _scale_holders(node.inner_state, True)
+    else:
+      parts = [_scale_holders(getattr(part, "inner_state", part), partial)
+               for part in node.inner_states.values()]
+      if any(not part for part in parts):
+        parts = [[(s, d, True) for s, d, _ in part] for part in parts]
+      found += [holder for part in parts for holder in part]
+  return found
+
+
 def scale_loss(loss: Any, state: Any) -> jax.Array:
   """Multiplies ``loss`` by the loss scale that ``state`` holds.
 
@@ -253,35 +322,88 @@ def scale_loss(loss: Any, state: Any) -> jax.Array:
   The product follows ``jnp`` promotion with the float32 scale, as Keras's
   ``optimizer.scale_loss`` does.
 
+  A loss carries one scale, and ``update`` divides each part's gradients by
+  that part's own scale, so a ``ValueError`` is raised where the two cannot
+  agree: two dynamic scales (they drift apart), a dynamic scale next to
+  optimizers it does not wrap, or a dynamic scale inside ``optax.masked`` or
+  in one part of ``optax.multi_transform``/``optax.partition`` (the other
+  gradients would stay scaled). Static factors must all be equal, and 1
+  where they cover only some of the gradients (inside ``optax.masked``, or
+  next to a part with no scale); checked with a ``ValueError`` when the
+  factors are concrete; under ``jax.jit``, where they are traced, a
+  disagreement makes the scaled loss NaN instead.
+
   Args:
     loss: a scalar (or any array).
-    state: the optimizer state (of any optimizer or chain of this package).
+    state: the optimizer state (of any optimizer or chain of this package,
+      or of a combination of them).
 
   Returns:
     ``loss * scale``.
 
   Example:
-    >>> import jax.numpy as jnp, optax_suite as ox
-    >>> params = jnp.zeros(2)
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> params = {'w': jnp.zeros(2), 'b': jnp.zeros(1)}
     >>> ox.scale_loss(3.0, ox.adam(loss_scale_factor=8.0).init(params))
     Array(24., dtype=float32)
     >>> ox.scale_loss(3.0, ox.adam().init(params))
     Array(3., dtype=float32)
+    >>> parts = optax.multi_transform(
+    ...     {'a': ox.adam(loss_scale_factor=8.0), 'b': optax.sgd(0.1)},
+    ...     {'w': 'a', 'b': 'b'})
+    >>> try:
+    ...   ox.scale_loss(3.0, parts.init(params))
+    ... except ValueError as e:
+    ...   print(str(e)[:60])
+    `loss_scale_factor=8.0` covers only some of the gradients (i
   """
-  found = _common.find_nodes(state, LossScaleState)
-  if found:
-    return jnp.asarray(loss) * found[0].scale
-  # An injected factor is the one the next `update` divides by.
-  for node in _common.find_nodes(state, _INJECTED_STATES):
-    if "loss_scale_factor" in node.hyperparams:
-      return jnp.asarray(loss) * jnp.asarray(
-          node.hyperparams["loss_scale_factor"], jnp.float32)
-  found = _common.find_nodes(state, _optimizer.KerasOptimizerState)
-  if found:
-    factor = found[0].loss_scale_factor
-    return jnp.asarray(loss) * jnp.where(factor == 0, 1.0, factor)
-  return jnp.asarray(loss) * jnp.ones([], jnp.float32)
-
-
-_INJECTED_STATES = (optax.InjectHyperparamsState,
-                    optax.InjectStatefulHyperparamsState)
+  loss = jnp.asarray(loss)
+  holders = _scale_holders(state)
+  dynamic = [(s, partial) for s, is_dynamic, partial in holders if is_dynamic]
+  static = [(s, partial) for s, is_dynamic, partial in holders
+            if not is_dynamic]
+  if dynamic:
+    if len(dynamic) > 1:
+      raise ValueError(
+          f"`state` holds {len(dynamic)} loss_scale_optimizer states; their "
+          "dynamic scales drift apart, and a loss carries one scale. Wrap "
+          "the whole optimizer (e.g. the multi_transform) in one "
+          "loss_scale_optimizer.")
+    if static:
+      raise ValueError(
+          "`state` holds a loss_scale_optimizer next to optimizers it does "
+          "not wrap; their gradients would not be unscaled. Wrap the whole "
+          "optimizer in one loss_scale_optimizer.")
+    scale, partial = dynamic[0]
+    if partial:
+      raise ValueError(
+          "The loss_scale_optimizer in `state` sits inside optax.masked or "
+          "in one part of optax.multi_transform/optax.partition, so only "
+          "its part of the gradients is unscaled. Wrap the whole optimizer "
+          "in it.")
+    return loss * scale
+  if not static:
+    return loss * jnp.ones([], jnp.float32)
+  scale = static[0][0]
+  checks = [(s, partial) for s, partial in static]
+  concrete = all(_common.is_concrete(s) for s, _ in checks)
+  if concrete:
+    values = sorted({float(s) for s, _ in checks})
+    if len(values) > 1:
+      raise ValueError(
+          f"`state` holds different static loss scales {values}; a loss "
+          "carries one scale. Give every part the same "
+          "`loss_scale_factor`.")
+    for s, partial in checks:
+      if partial and float(s) != 1.0:
+        raise ValueError(
+            f"`loss_scale_factor={float(s)!r}` covers only some of the "
+            "gradients (it sits inside optax.masked, or in one part of "
+            "optax.multi_transform/optax.partition next to a part without "
+            "it): the others would stay scaled. Scale the loss of every "
+            "part alike.")
+    return loss * scale
+  ok = jnp.all(jnp.stack([
+      (s == scale) & (~jnp.asarray(partial) | (s == 1.0))
+      for s, partial in checks]))
+  return jnp.where(ok, loss * scale, jnp.nan)
