@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -88,6 +89,80 @@ def check_int_at_least(name: str, value: Any, minimum: int) -> None:
         f"`{name}` must be an integer >= {minimum} or None. "
         f"Received: {name}={value!r}"
     )
+
+
+def to_python_scalar(name: str, value: Any) -> Any:
+  """A concrete NumPy/JAX scalar as a Python scalar; tracers, None and
+  Python values unchanged. Python scalars keep configs JSON-serialisable and
+  frozen dataclasses hashable (arrays are not)."""
+  if not is_concrete(value) or value is None:
+    return value
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if np.ndim(value) != 0:
+      raise ValueError(
+          f"Argument `{name}` must be a scalar. Received: {name}={value!r} "
+          f"with shape {np.shape(value)}."
+      )
+    return np.asarray(value).item()
+  return value
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: Optional[float] = None,
+    low_inclusive: bool = True,
+    high: Optional[float] = None,
+    allow_none: bool = False,
+) -> Any:
+  """A finite real scalar within bounds, returned as a Python number.
+
+  Keras's wording for its schedules' arguments ("Argument `decay_steps` must
+  be > 0. Received: decay_steps=0"). A traced value is returned unchecked.
+  """
+  value = to_python_scalar(name, value)
+  if not is_concrete(value) or (value is None and allow_none):
+    return value
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise ValueError(
+        f"Argument `{name}` must be a real number. Received: {name}={value!r}"
+    )
+  if not math.isfinite(value):
+    raise ValueError(
+        f"Argument `{name}` must be finite. Received: {name}={value!r}"
+    )
+  if low is not None and (value < low or (value == low and not low_inclusive)):
+    relation = ">=" if low_inclusive else ">"
+    raise ValueError(
+        f"Argument `{name}` must be {relation} {low}. Received: "
+        f"{name}={value!r}"
+    )
+  if high is not None and value > high:
+    raise ValueError(
+        f"Argument `{name}` must be <= {high}. Received: {name}={value!r}"
+    )
+  return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+  """A Python bool (a NumPy/JAX scalar bool is accepted), returned as bool."""
+  value = to_python_scalar(name, value)
+  if not isinstance(value, bool):
+    raise ValueError(
+        f"Argument `{name}` must be a Python bool. Received: {name}={value!r}"
+    )
+  return value
+
+
+def check_optional_str(name: str, value: Any) -> Optional[str]:
+  """A string or None, returned unchanged."""
+  if value is not None and not isinstance(value, str):
+    raise ValueError(
+        f"Argument `{name}` must be a string or None. Received: "
+        f"{name}={value!r}"
+    )
+  return value
 
 
 def check_learning_rate(value: Any) -> None:
