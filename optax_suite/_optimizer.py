@@ -164,7 +164,7 @@ def keras_optimizer(
     >>> params = jnp.array([1.0])
     >>> updates, _ = opt.update(jnp.array([3.0]), opt.init(params), params)
     >>> updates  # the gradient clipped to 0.5, then one Adamax step of lr
-    Array([-0.1], dtype=float32)
+    Array([-0.09999996], dtype=float32)
   """
   check_base_arguments(
       learning_rate=learning_rate, weight_decay=weight_decay,

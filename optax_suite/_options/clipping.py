@@ -138,7 +138,7 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
     >>> g = {'a': jnp.array([3.0]), 'b': jnp.array([4.0])}
     >>> out = tx.update(g, tx.init(None))[0]
     >>> float(out['a'][0]), float(out['b'][0])
-    (0.6..., 0.8...)
+    (0.6000000238418579, 0.800000011920929)
   """
   _common.check_non_negative("global_clipnorm", global_clipnorm)
   if _static_zero(global_clipnorm):

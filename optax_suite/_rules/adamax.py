@@ -67,7 +67,7 @@ def scale_by_adamax(
     >>> state = tx.init(params)
     >>> updates, state = tx.update({'w': jnp.array([0.5, 0.0])}, state)
     >>> optax.apply_updates(params, updates)['w']
-    Array([ 0.9, -2. ], dtype=float32)
+    Array([ 0.90000004, -2.        ], dtype=float32)
   """
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("beta_1", beta_1)
@@ -145,7 +145,7 @@ def adamax(
     ...   updates, state = opt.update(jnp.array(g), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params
-    Array([ 0.9..., -1. ], dtype=float32)
+    Array([ 0.90000004, -1.        ], dtype=float32)
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adamax(lr, beta_1, beta_2, epsilon)
