@@ -78,7 +78,7 @@ def check_unit_interval(
 
 
 def check_int_at_least(name: str, value: Any, minimum: int) -> None:
-  """`value` must be an integer >= `minimum` (a concrete integer array is ok)."""
+  """`value` must be an integer >= `minimum` (or a concrete integer array)."""
   if not is_concrete(value):
     return
   ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -132,13 +132,14 @@ def check_real(
     raise ValueError(
         f"Argument `{name}` must be finite. Received: {name}={value!r}"
     )
-  if low is not None and (value < low or (value == low and not low_inclusive)):
+  v = float(value)
+  if low is not None and (v < low or (v == low and not low_inclusive)):
     relation = ">=" if low_inclusive else ">"
     raise ValueError(
         f"Argument `{name}` must be {relation} {low}. Received: "
         f"{name}={value!r}"
     )
-  if high is not None and value > high:
+  if high is not None and v > high:
     raise ValueError(
         f"Argument `{name}` must be <= {high}. Received: {name}={value!r}"
     )
@@ -288,8 +289,10 @@ def check_same_structure(grads: Any, params: Any) -> None:
   """Grads and params must have the same tree structure."""
   if params is None:
     return
-  gs = jax.tree.structure(grads)  # A None grad for an array param differs.
-  ps = jax.tree.structure(params)
+  # A None grad for an array param differs. (Any: jax's PyTreeDef stub
+  # declares no __eq__.)
+  gs: Any = jax.tree.structure(grads)
+  ps: Any = jax.tree.structure(params)
   if gs != ps:
     raise ValueError(
         "The structure of the gradients does not match the structure of "
@@ -314,7 +317,7 @@ def tree_map_n(fn: Callable[..., tuple], n: int, tree: Any, *rest: Any):
 
 
 def find_nodes(tree: Any, cls: type) -> list:
-  """Every node of type `cls` in `tree` (e.g. an `EmaState` in a chain state)."""
+  """Every node of type `cls` in `tree` (e.g. an `EmaState` in a chain's)."""
   return [
       node for node in jax.tree.leaves(
           tree, is_leaf=lambda x: isinstance(x, cls))

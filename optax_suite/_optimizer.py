@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_suite import _common
 from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import clipping as _clipping
-from optax_suite import _common
 from optax_suite._options import ema as _ema
 from optax_suite._options import weight_decay as _weight_decay
 
@@ -108,7 +108,7 @@ def _clip(clipnorm, clipvalue, global_clipnorm) -> optax.GradientTransformation:
 
 
 def keras_optimizer(
-    scale_by_rule: Callable[[jax.Array], optax.GradientTransformation],
+    scale_by_rule: Callable[[Any], optax.GradientTransformation],
     *,
     learning_rate: _common.ScalarOrSchedule = 0.001,
     weight_decay: Optional[float] = None,

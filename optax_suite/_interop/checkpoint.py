@@ -63,6 +63,7 @@ def migrate_state(
 def _same_layout(a: Any, b: Any) -> bool:
   """Same tree structure and the same shape and dtype at every leaf."""
   is_none = lambda x: x is None
+  tree_a: Any  # jax's PyTreeDef stub declares no __eq__.
   leaves_a, tree_a = jax.tree.flatten(a, is_leaf=is_none)
   leaves_b, tree_b = jax.tree.flatten(b, is_leaf=is_none)
   if tree_a != tree_b:

@@ -117,8 +117,8 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
   r"""Clips all leaves together to global norm ``global_clipnorm`` (Keras).
 
   .. math::
-    s = c \min(1 / \lVert g \rVert, 1 / c) + (\lVert g \rVert - \lVert g \rVert),
-    \qquad g \leftarrow s\, g
+    s = c \min(1 / \lVert g \rVert, 1 / c)
+      + (\lVert g \rVert - \lVert g \rVert), \qquad g \leftarrow s\, g
 
   The second term is 0 for a finite norm and NaN otherwise, so a non-finite
   global norm turns every gradient into NaN (Keras's choice; pair it with

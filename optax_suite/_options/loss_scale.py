@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any, NamedTuple, Optional
+import warnings
 
 import chex
 import jax

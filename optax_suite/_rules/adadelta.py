@@ -90,7 +90,8 @@ def scale_by_adadelta(
       delta = (jnp.sqrt(ad + epsilon) * g32) / jnp.sqrt(ag + epsilon)
       ad = rho * ad + one_minus_rho * jnp.square(delta)
       step = lr.astype(dt) * delta
-      return step.astype(g.dtype), ag.astype(acc_g.dtype), ad.astype(acc_dx.dtype)
+      return (step.astype(g.dtype), ag.astype(acc_g.dtype),
+              ad.astype(acc_dx.dtype))
 
     step, acc_g, acc_dx = _common.tree_map_n(
         leaf, 3, state.accumulated_grad, updates, state.accumulated_delta_var)

@@ -176,5 +176,6 @@ def _keras_slots(keras_optimizer):
 
 
 KERAS = _optimizer.KerasSpec(
-    class_name="Adam", factory=adam, own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
+    class_name="Adam", factory=adam,
+    own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
     state_class=ScaleByAdamState, slot_groups=_keras_slots)

@@ -62,7 +62,8 @@ def scale_by_adamax(
 
   Example:
     >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> tx = optax.chain(ox.scale_by_adamax(), optax.scale_by_learning_rate(0.1))
+    >>> tx = optax.chain(ox.scale_by_adamax(),
+    ...                  optax.scale_by_learning_rate(0.1))
     >>> params = {'w': jnp.array([1.0, -2.0])}
     >>> state = tx.init(params)
     >>> updates, state = tx.update({'w': jnp.array([0.5, 0.0])}, state)
@@ -158,5 +159,6 @@ def _keras_slots(keras_optimizer):
 
 
 KERAS = _optimizer.KerasSpec(
-    class_name="Adamax", factory=adamax, own_keys=("beta_1", "beta_2", "epsilon"),
+    class_name="Adamax", factory=adamax,
+    own_keys=("beta_1", "beta_2", "epsilon"),
     state_class=ScaleByAdamaxState, slot_groups=_keras_slots)

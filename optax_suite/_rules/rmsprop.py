@@ -25,7 +25,7 @@ class ScaleByRmspropState(NamedTuple):
   count: chex.Array  # int32 [], update steps taken (for schedules).
   velocity: optax.Updates  # like params (slot dtype), E[g^2].
   momentum: Optional[optax.Updates]  # like params; None when momentum == 0.
-  average_gradient: Optional[optax.Updates]  # like params; None unless centered.
+  average_gradient: Optional[optax.Updates]  # like params; None if uncentered.
 
 
 def _uses_momentum(momentum: Any) -> bool:
@@ -49,7 +49,8 @@ def scale_by_rmsprop(
   .. math::
     v &\leftarrow \rho v + (1 - \rho) g^2 \\
     a &\leftarrow \rho a + (1 - \rho) g \quad \text{(centered only)} \\
-    i &= \eta\, g / \sqrt{v - a^2 + \epsilon} \quad (a = 0 \text{ unless centered}) \\
+    i &= \eta\, g / \sqrt{v - a^2 + \epsilon}
+      \quad (a = 0 \text{ unless centered}) \\
     \mu &\leftarrow \gamma \mu + i, \quad \Delta = \mu \quad
       (\Delta = i \text{ when } \gamma = 0)
 
@@ -72,7 +73,8 @@ def scale_by_rmsprop(
 
   Example:
     >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> tx = optax.chain(ox.scale_by_rmsprop(learning_rate=0.1), optax.scale(-1.0))
+    >>> tx = optax.chain(ox.scale_by_rmsprop(learning_rate=0.1),
+    ...                  optax.scale(-1.0))
     >>> state = tx.init({'w': jnp.array(10.0)})
     >>> updates, state = tx.update({'w': jnp.array(10.0)}, state)
     >>> 10.0 + updates['w']
@@ -190,5 +192,6 @@ def _keras_slots(keras_optimizer):
 
 
 KERAS = _optimizer.KerasSpec(
-    class_name="RMSprop", factory=rmsprop, own_keys=("rho", "momentum", "epsilon", "centered"),
+    class_name="RMSprop", factory=rmsprop,
+    own_keys=("rho", "momentum", "epsilon", "centered"),
     state_class=ScaleByRmspropState, slot_groups=_keras_slots)

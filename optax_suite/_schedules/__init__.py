@@ -5,8 +5,9 @@ Each factory in this module (:func:`exponential_decay`,
 :func:`inverse_time_decay`, :func:`cosine_decay` and
 :func:`cosine_decay_restarts`) takes the same arguments, in the same order and
 with the same defaults, as the matching class in
-``keras.optimizers.schedules``, and returns a small frozen dataclass (an implementation detail; the factories
-are the one public form).  The returned schedule is
+``keras.optimizers.schedules``, and returns a small frozen dataclass (an
+implementation detail; the factories are the one public form).  The returned
+schedule is
 
 * an optax schedule: calling it with a step (a Python ``int`` or a possibly
   traced integer array) returns the learning rate as a ``float32`` array, so it
@@ -56,7 +57,7 @@ from optax_suite._schedules._factories import exponential_decay
 from optax_suite._schedules._factories import inverse_time_decay
 from optax_suite._schedules._factories import piecewise_constant_decay
 from optax_suite._schedules._factories import polynomial_decay
-from optax_suite._schedules._factories import Schedule as _Schedule
+from optax_suite._schedules._factories import Schedule as _Schedule  # noqa: F401
 
 __all__ = [
     "cosine_decay",

@@ -21,7 +21,7 @@ def serialize(schedule: _factories.Schedule) -> dict[str, Any]:
   """Serialises a schedule as ``keras.optimizers.schedules.serialize`` does.
 
   Args:
-    schedule: A schedule made by one of the factories of ``optax_suite.schedules``.
+    schedule: A schedule made by a factory of ``optax_suite.schedules``.
 
   Returns:
     A JSON-serialisable dict with ``module``, ``class_name``, ``config``
@@ -120,7 +120,8 @@ def from_config(
     )
   if class_name not in _factories.FACTORIES:
     raise ValueError(
-        f"Unknown schedule class name. Expected one of {sorted(_factories.FACTORIES)}. "
+        "Unknown schedule class name. Expected one of "
+        f"{sorted(_factories.FACTORIES)}. "
         f"Received: class_name={class_name!r}"
     )
   factory = _factories.FACTORIES[class_name]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import jax
 
@@ -511,7 +511,7 @@ def _sequences(boundaries: Any, values: Any) -> tuple[tuple, tuple]:
   return checked_boundaries, checked_values
 
 
-FACTORIES = {
+FACTORIES: dict[str, Callable[..., Schedule]] = {
     "ExponentialDecay": exponential_decay,
     "PiecewiseConstantDecay": piecewise_constant_decay,
     "PolynomialDecay": polynomial_decay,
