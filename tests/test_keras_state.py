@@ -6,10 +6,10 @@ middle of an accumulation, so the accumulators, the raw call count and the
 update-step count all matter), runs the remaining ``K - k`` steps with
 optax_suite from Keras's parameters at step ``k``, and compares with Keras's
 own steps ``k + 1 .. K`` (``keras_oracle.assert_trajectories_match``).
-Every case has EMA (with overwrite), gradient accumulation and weight decay on; the variants cover
-amsgrad, momentum and centered, a schedule, Keras's weight-decay exclusions
-by name and by variable, a learning rate changed in Keras before the import,
-and ``optax.inject_hyperparams``. A control resumes from a fresh state
+Every case has EMA (with overwrite), gradient accumulation and weight decay
+on; the variants cover amsgrad, momentum and centered, a schedule, Keras's
+weight-decay exclusions by name and by variable, a learning rate changed in
+Keras before the import, and ``optax.inject_hyperparams``. A control resumes from a fresh state
 instead, and is far off: the import is what makes the runs agree.
 """
 
