@@ -6,26 +6,21 @@ feature they chain is also public on its own.
 """
 
 from optax_suite import schedules
+from optax_suite._interop.checkpoint import migrate_state
+from optax_suite._interop.config import from_config
+from optax_suite._interop.config import get_config
+from optax_suite._interop.inject import inject_hyperparams
+from optax_suite._interop.keras_state import from_keras
+from optax_suite._interop.keras_state import state_from_keras
+from optax_suite._optimizer import keras_optimizer
+from optax_suite._optimizer import KerasOptimizer
+from optax_suite._optimizer import KerasOptimizerState
 from optax_suite._options.accumulation import accumulate_gradients
 from optax_suite._options.accumulation import AccumulationState
-from optax_suite._rules.adadelta import scale_by_adadelta
-from optax_suite._rules.adadelta import ScaleByAdadeltaState
-from optax_suite._rules.adam import scale_by_adam
-from optax_suite._rules.adam import ScaleByAdamState
-from optax_suite._rules.adamax import scale_by_adamax
-from optax_suite._rules.adamax import ScaleByAdamaxState
-from optax_suite._rules.adadelta import adadelta
-from optax_suite._rules.adam import adam
-from optax_suite._rules.adamax import adamax
-from optax_suite._rules.rmsprop import rmsprop
-from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._options.clipping import clip_by_global_norm
 from optax_suite._options.clipping import clip_by_norm
 from optax_suite._options.clipping import clip_by_value
 from optax_suite._options.clipping import global_norm
-from optax_suite._interop.config import from_config
-from optax_suite._interop.config import get_config
-from optax_suite._interop.inject import inject_hyperparams
 from optax_suite._options.ema import apply_updates
 from optax_suite._options.ema import ema
 from optax_suite._options.ema import EmaState
@@ -35,16 +30,21 @@ from optax_suite._options.loss_scale import DynamicLossScale
 from optax_suite._options.loss_scale import loss_scale_optimizer
 from optax_suite._options.loss_scale import LossScaleState
 from optax_suite._options.loss_scale import scale_loss
-from optax_suite._interop.keras_state import from_keras
-from optax_suite._interop.keras_state import state_from_keras
-from optax_suite._optimizer import keras_optimizer
-from optax_suite._optimizer import KerasOptimizer
-from optax_suite._optimizer import KerasOptimizerState
-from optax_suite._rules.rmsprop import scale_by_rmsprop
-from optax_suite._rules.rmsprop import ScaleByRmspropState
 from optax_suite._options.weight_decay import add_decoupled_weight_decay
 from optax_suite._options.weight_decay import decay_mask
 from optax_suite._options.weight_decay import DecoupledWeightDecayState
+from optax_suite._rules.adadelta import adadelta
+from optax_suite._rules.adadelta import scale_by_adadelta
+from optax_suite._rules.adadelta import ScaleByAdadeltaState
+from optax_suite._rules.adam import adam
+from optax_suite._rules.adam import scale_by_adam
+from optax_suite._rules.adam import ScaleByAdamState
+from optax_suite._rules.adamax import adamax
+from optax_suite._rules.adamax import scale_by_adamax
+from optax_suite._rules.adamax import ScaleByAdamaxState
+from optax_suite._rules.rmsprop import rmsprop
+from optax_suite._rules.rmsprop import scale_by_rmsprop
+from optax_suite._rules.rmsprop import ScaleByRmspropState
 
 __version__ = "0.1.0"
 

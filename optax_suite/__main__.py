@@ -69,7 +69,8 @@ def _train(opt, params, x, y, scale):
   @functools.partial(jax.jit, donate_argnums=(0, 1))  # update in place
   def step(params, state):
     loss, grads = jax.value_and_grad(_loss)(params, x, y)
-    grads = jax.tree.map(lambda g: g * scale, grads)  # as if the loss were scaled
+    # As if the loss were scaled.
+    grads = jax.tree.map(lambda g: g * scale, grads)
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss, grads
 
@@ -79,12 +80,14 @@ def _train(opt, params, x, y, scale):
     history.append(float(loss))
     grads_seq.append(grads)
     per_step.append(jax.device_get(params))  # a host copy: params are donated
-  return ox.finalize_variable_values(params, state), history, grads_seq, per_step
+  final = ox.finalize_variable_values(params, state)
+  return final, history, grads_seq, per_step
 
 
 def _keras_deviation(kind, kwargs, params0, grads_seq, ours_params):
   """Max |ours - keras| over the run, Keras fed the very same gradients."""
   import keras  # pylint: disable=g-import-not-at-top
+
   from optax_suite._rules import REGISTRY  # pylint: disable=g-import-not-at-top
   class_name = next(name for name, spec in REGISTRY.items()
                     if spec.factory is getattr(ox, kind))
@@ -93,7 +96,8 @@ def _keras_deviation(kind, kwargs, params0, grads_seq, ours_params):
   variables = [keras.Variable(np.asarray(p)) for p in leaves]
   opt.build(variables)
   apply = jax.jit(lambda o, g, v: opt.stateless_apply(o, g, v))
-  train, opt_vars = [v.value for v in variables], [v.value for v in opt.variables]
+  train = [v.value for v in variables]
+  opt_vars = [v.value for v in opt.variables]
   worst = 0.0
   for grads, ours in zip(grads_seq, ours_params):
     train, opt_vars = apply(opt_vars, jax.tree.leaves(grads), train)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -77,7 +78,7 @@ def check_unit_interval(
 
 
 def check_int_at_least(name: str, value: Any, minimum: int) -> None:
-  """`value` must be an integer >= `minimum` (a concrete integer array is ok)."""
+  """`value` must be an integer >= `minimum` (or a concrete integer array)."""
   if not is_concrete(value):
     return
   ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -88,6 +89,81 @@ def check_int_at_least(name: str, value: Any, minimum: int) -> None:
         f"`{name}` must be an integer >= {minimum} or None. "
         f"Received: {name}={value!r}"
     )
+
+
+def to_python_scalar(name: str, value: Any) -> Any:
+  """A concrete NumPy/JAX scalar as a Python scalar; tracers, None and
+  Python values unchanged. Python scalars keep configs JSON-serialisable and
+  frozen dataclasses hashable (arrays are not)."""
+  if not is_concrete(value) or value is None:
+    return value
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if np.ndim(value) != 0:
+      raise ValueError(
+          f"Argument `{name}` must be a scalar. Received: {name}={value!r} "
+          f"with shape {np.shape(value)}."
+      )
+    return np.asarray(value).item()
+  return value
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: Optional[float] = None,
+    low_inclusive: bool = True,
+    high: Optional[float] = None,
+    allow_none: bool = False,
+) -> Any:
+  """A finite real scalar within bounds, returned as a Python number.
+
+  Keras's wording for its schedules' arguments ("Argument `decay_steps` must
+  be > 0. Received: decay_steps=0"). A traced value is returned unchecked.
+  """
+  value = to_python_scalar(name, value)
+  if not is_concrete(value) or (value is None and allow_none):
+    return value
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise ValueError(
+        f"Argument `{name}` must be a real number. Received: {name}={value!r}"
+    )
+  if not math.isfinite(value):
+    raise ValueError(
+        f"Argument `{name}` must be finite. Received: {name}={value!r}"
+    )
+  v = float(value)
+  if low is not None and (v < low or (v == low and not low_inclusive)):
+    relation = ">=" if low_inclusive else ">"
+    raise ValueError(
+        f"Argument `{name}` must be {relation} {low}. Received: "
+        f"{name}={value!r}"
+    )
+  if high is not None and v > high:
+    raise ValueError(
+        f"Argument `{name}` must be <= {high}. Received: {name}={value!r}"
+    )
+  return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+  """A Python bool (a NumPy/JAX scalar bool is accepted), returned as bool."""
+  value = to_python_scalar(name, value)
+  if not isinstance(value, bool):
+    raise ValueError(
+        f"Argument `{name}` must be a Python bool. Received: {name}={value!r}"
+    )
+  return value
+
+
+def check_optional_str(name: str, value: Any) -> Optional[str]:
+  """A string or None, returned unchanged."""
+  if value is not None and not isinstance(value, str):
+    raise ValueError(
+        f"Argument `{name}` must be a string or None. Received: "
+        f"{name}={value!r}"
+    )
+  return value
 
 
 def check_learning_rate(value: Any) -> None:
@@ -272,8 +348,10 @@ def check_same_structure(grads: Any, params: Any) -> None:
   """Grads and params must have the same tree structure."""
   if params is None:
     return
-  gs = jax.tree.structure(grads)  # A None grad for an array param differs.
-  ps = jax.tree.structure(params)
+  # A None grad for an array param differs. (Any: jax's PyTreeDef stub
+  # declares no __eq__.)
+  gs: Any = jax.tree.structure(grads)
+  ps: Any = jax.tree.structure(params)
   if gs != ps:
     raise ValueError(
         "The structure of the gradients does not match the structure of "
@@ -298,7 +376,7 @@ def tree_map_n(fn: Callable[..., tuple], n: int, tree: Any, *rest: Any):
 
 
 def find_nodes(tree: Any, cls: type) -> list:
-  """Every node of type `cls` in `tree` (e.g. an `EmaState` in a chain state)."""
+  """Every node of type `cls` in `tree` (e.g. an `EmaState` in a chain's)."""
   return [
       node for node in jax.tree.leaves(
           tree, is_leaf=lambda x: isinstance(x, cls))

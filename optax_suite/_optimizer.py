@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_suite import _common
 from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import clipping as _clipping
-from optax_suite import _common
 from optax_suite._options import ema as _ema
 from optax_suite._options import weight_decay as _weight_decay
 
@@ -120,7 +120,7 @@ def _clip(clipnorm, clipvalue, global_clipnorm) -> optax.GradientTransformation:
 
 
 def keras_optimizer(
-    scale_by_rule: Callable[[jax.Array], optax.GradientTransformation],
+    scale_by_rule: Callable[[Any], optax.GradientTransformation],
     *,
     learning_rate: _common.ScalarOrSchedule = 0.001,
     weight_decay: Optional[float] = None,
@@ -179,7 +179,7 @@ def keras_optimizer(
     >>> params = jnp.array([1.0])
     >>> updates, _ = opt.update(jnp.array([3.0]), opt.init(params), params)
     >>> updates  # the gradient clipped to 0.5, then one Adamax step of lr
-    Array([-0.1], dtype=float32)
+    Array([-0.09999996], dtype=float32)
   """
   check_base_arguments(
       learning_rate=learning_rate, weight_decay=weight_decay,

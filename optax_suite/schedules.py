@@ -9,8 +9,8 @@ Example:
 
 >>> from optax_suite import schedules
 >>> sched = schedules.exponential_decay(0.1, decay_steps=100, decay_rate=0.5)
->>> float(sched(100))
-0.05
+>>> sched(100).item()  # the float32 value, exactly
+0.05000000074505806
 >>> schedules.from_config(schedules.serialize(sched)) == sched
 True
 """

@@ -120,6 +120,88 @@ def make_params(seed=0, dtype=np.float32):
   }
 
 
+# Parity tolerance, shared by every module that compares with Keras.
+#
+# The unit is one float32 ulp of a leaf's largest |value| (taken >= 1.0, so a
+# leaf whose values all sit near 0 is not held to subnormal spacing).
+#
+# ULPS (Keras's numbers): both sides compute the same float32 formulas; XLA
+# compiles the two programs separately and may fuse, reorder or contract
+# (a * b + c) their ops differently, so an update `u` can differ by a rounding
+# or two of |u|. What is stored is `p - u` rounded to float32: a difference
+# in `u` far below ulp(p) moves the stored parameter by at most one rounding,
+# 1 ulp of |p| <= 1 unit. It does not compound: moments, EMAs and clipped
+# gradients carry an earlier difference with weight < 1, and the parameters
+# feed back into the update only through weight decay (lr * wd << 1). So 1
+# unit per step, not growing with the step count; we allow 2 (the EMA
+# overwrite and the decay are separately rounded stages of the same step).
+# Measured over every parity module: at most 0.5 unit (terminal summary).
+ULPS = 2
+# ULPS_INJECTED (hyperparameters injected with `optax.inject_hyperparams`):
+# they are float32 arrays, so `1 - beta_1`, `beta_1 ** t` and the like are
+# rounded from the float32 value rather than from the Python float, a
+# relative error of up to 1 ulp in every update. Such errors of the updates
+# do add up over a run, step after step (about eps * |u| per step, |u| <=
+# lr): measured up to 8 units over 27 steps; allowed twice that.
+ULPS_INJECTED = 16
+# A deviation no rounding explains: the controls (a run that must NOT match
+# Keras) must be further off than this.
+FAR = 1e-4
+
+# Largest deviation seen per test module and tolerance, for the terminal
+# summary: (module, ulps allowed) -> (absolute deviation, units, test id).
+DEVIATIONS: dict = {}
+
+
+def _unit(x):
+  """One ulp of the leaf's largest magnitude (of at least 1.0), float32."""
+  scale = np.max(np.abs(x[np.isfinite(x)]), initial=1.0)
+  return float(np.spacing(np.float32(max(scale, 1.0))))
+
+
+def _record(dev, units, ulps):
+  test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+  key = (test.split("::")[0].rsplit("/", 1)[-1], ulps)
+  if dev >= DEVIATIONS.get(key, (-1.0,))[0]:
+    DEVIATIONS[key] = (dev, units, test)
+
+
+def assert_trajectories_match(expected, actual, steps=None, first_step=0,
+                              ulps=ULPS):
+  """Every leaf of every step agrees to `ulps` units; NaN where Keras has NaN.
+
+  `expected`/`actual`: sequences of pytrees (Keras's and ours) of equal
+  length (`steps`, when given); `first_step` numbers the steps in messages.
+  Pass `ulps=ULPS_INJECTED` where hyperparameters are injected. Records the
+  largest deviation seen for the terminal summary, and returns it.
+  """
+  assert len(expected) == len(actual), (len(expected), len(actual))
+  if steps is not None:
+    assert len(actual) == steps, (len(actual), steps)
+  worst = worst_units = 0.0
+  for step, (e, a) in enumerate(zip(expected, actual), start=first_step):
+    e_leaves, a_leaves = jax.tree.leaves(e), jax.tree.leaves(a)
+    assert len(e_leaves) == len(a_leaves)
+    for x, y in zip(e_leaves, a_leaves):
+      x = np.asarray(x, np.float64)
+      y = np.asarray(y, np.float64)
+      assert x.shape == y.shape, (step, x.shape, y.shape)
+      np.testing.assert_array_equal(np.isnan(x), np.isnan(y),
+                                    err_msg=f"NaNs differ at step {step}")
+      unit = _unit(x)
+      diff = np.where(np.isnan(x) | (x == y), 0.0, np.abs(x - y))
+      dev = float(np.max(diff, initial=0.0))
+      worst = max(worst, dev)
+      worst_units = max(worst_units, dev / unit)
+      if dev > ulps * unit:
+        _record(worst, worst_units, ulps)
+        raise AssertionError(
+            f"step {step}: deviation {dev:.3g} = {dev / unit:.2f} ulps "
+            f"> {ulps} ulps ({ulps * unit:.3g})\nKeras: {x}\nours:  {y}")
+  _record(worst, worst_units, ulps)
+  return worst
+
+
 def max_deviation(a_seq, b_seq):
   """The largest |a - b| over every step and leaf."""
   worst = 0.0

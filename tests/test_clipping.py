@@ -50,11 +50,27 @@ def test_global_norm_non_finite_makes_every_gradient_nan():
   assert all(bool(jnp.all(jnp.isnan(v))) for v in out.values())
 
 
-def test_clip_by_value_is_elementwise():
+@pytest.mark.parametrize("bound", [0.1, 0.5, 3.0])
+def test_clip_by_value_matches_keras_elementwise(bound):
+  """Each element is clipped to [-bound, bound] as Keras's clipvalue does.
+
+  Checked against Keras's own `_clip_gradients` and against the definition
+  written out in NumPy (float64 comparisons, then the float32 bound): the
+  elements inside the bound come back bit for bit, the others become the
+  bound with their sign.
+  """
   g = _tree(3)
-  out, _ = ox.clip_by_value(0.5).update(g, None)
-  for key in g:
-    np.testing.assert_array_equal(out[key], jnp.clip(g[key], -0.5, 0.5))
+  g["a"] = g["a"].at[0, 0].set(-bound).at[0, 1].set(bound)  # on the bound
+  out, _ = ox.clip_by_value(bound).update(g, None)
+  keras_out = keras.optimizers.SGD(clipvalue=bound)._clip_gradients(  # noqa
+      list(g.values()))
+  b = np.float32(bound)
+  for key, k in zip(g, keras_out):
+    x = np.asarray(g[key])
+    by_hand = np.where(x > b, b, np.where(x < -b, -b, x)).astype(np.float32)
+    np.testing.assert_array_equal(out[key], k)
+    np.testing.assert_array_equal(out[key], by_hand)
+  assert int(np.sum(np.abs(np.asarray(g["a"])) > b)) > 0  # some were clipped
 
 
 @pytest.mark.parametrize("make", [ox.clip_by_norm, ox.clip_by_value,

@@ -21,13 +21,12 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import jax  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
@@ -138,9 +137,7 @@ def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   grads = varied_grads(params, STEPS, seed=8)
   expected, _ = keras_trajectory(keras_opt, params, grads)
   got, _ = ours_trajectory(opt, params, grads)
-  for e, g in zip(expected, got):
-    for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
-      np.testing.assert_allclose(y, x, atol=1e-6, rtol=1e-6)
+  assert_trajectories_match(expected, got, STEPS)
 
 
 def test_keras_reads_what_get_config_writes():

@@ -17,6 +17,7 @@ import optax
 import pytest
 
 import optax_suite as ox
+from keras_oracle import assert_trajectories_match
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import max_deviation
@@ -46,6 +47,16 @@ def _cast(tree, dtype):
   return jax.tree.map(lambda x: x.astype(dtype), tree)
 
 
+# Bound on a low-precision run's mean distance to Keras's float32 run, in
+# units of the dtype's epsilon times the mean |parameter| of the float32 run
+# (see test_low_precision_stays_near_float32). Storing the parameters in the
+# low dtype rounds them by up to eps/2 relative on every step, and an update
+# below half an ulp is lost altogether; these errors stay in the parameters
+# and add up over the 200 steps. Measured: at most 2.33 units (adamax
+# bfloat16; adadelta float16 2.32); allowed: about twice that.
+BOUND_EPS = 5.0
+
+
 def mean_deviation(ref_seq, seq):
   """Mean |ref - x| over every step, leaf and element; inf if x not finite."""
   total, count = 0.0, 0
@@ -57,6 +68,13 @@ def mean_deviation(ref_seq, seq):
       total += float(np.sum(np.abs(np.asarray(x, np.float64) - y)))
       count += y.size
   return total / count
+
+
+def mean_magnitude(seq):
+  """Mean |x| over every step, leaf and element."""
+  values = [np.abs(np.asarray(x, np.float64)).ravel()
+            for s in seq for x in jax.tree.leaves(s)]
+  return float(np.mean(np.concatenate(values)))
 
 
 def _all_finite(seq):
@@ -81,21 +99,22 @@ def test_float32_is_keras(float32_runs, kind):
   """In float32 we give Keras's numbers over 200 jitted steps."""
   _, _, runs = float32_runs
   want, got = runs[kind]
-  assert max_deviation(want, got) <= 1e-6
+  assert_trajectories_match(want, got, STEPS)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16],
                          ids=["bfloat16", "float16"])
 @pytest.mark.parametrize("kind", list(CASES))
-def test_low_precision_at_least_as_close_as_keras(float32_runs, kind, dtype):
+def test_low_precision_stays_near_float32(float32_runs, kind, dtype):
   """A low-precision run stays finite, in its dtype, with slots in it.
 
-  Its mean distance to Keras's float32 run is no larger than that of
-  Keras's own run in the same dtype (infinite when Keras's goes non-finite),
-  up to 1%: both store the parameters in the low dtype, whose rounding
-  dominates that distance, and where neither fails (bfloat16 Adadelta and
-  Adamax) which of the two is ahead by a fraction of a percent depends on
-  the gradient seed.
+  Its mean distance to Keras's float32 run is at most BOUND_EPS * eps of
+  the dtype * mean |parameter| (derived above), whatever Keras's own run in
+  that dtype does. Where Keras's own low-precision run stays finite, ours
+  is also no further from the float32 run than Keras's, up to 1%: both
+  store the parameters in the low dtype, whose rounding dominates that
+  distance, and where neither fails (bfloat16 Adadelta and Adamax) which of
+  the two is ahead by a fraction of a percent depends on the gradient seed.
   """
   params32, grads32, runs = float32_runs
   reference = runs[kind][0]
@@ -109,9 +128,12 @@ def test_low_precision_at_least_as_close_as_keras(float32_runs, kind, dtype):
              if x.ndim > 0)  # slots; the scalars are counts and factors
   ours_dev = mean_deviation(reference, ours_low)
   keras_dev = mean_deviation(reference, keras_low)
-  print(f"{kind} {jnp.dtype(dtype).name}: ours {ours_dev:.3g}, "
-        f"keras {keras_dev:.3g}")
-  assert ours_dev <= keras_dev * 1.01, (ours_dev, keras_dev)
+  unit = float(jnp.finfo(dtype).eps) * mean_magnitude(reference)
+  print(f"{kind} {jnp.dtype(dtype).name}: ours {ours_dev:.3g} "
+        f"({ours_dev / unit:.3g} eps), keras {keras_dev:.3g}")
+  assert ours_dev <= BOUND_EPS * unit, (ours_dev / unit, BOUND_EPS)
+  if np.isfinite(keras_dev):
+    assert ours_dev <= keras_dev * 1.01, (ours_dev, keras_dev)
   if dtype == jnp.float16 and kind == "adamax":
     # Keras: (1 - beta_1**t) * (0 + 1e-7) underflows to 0, and 0 / 0 = NaN.
     assert np.isnan(np.asarray(keras_low[-1]["unused"], np.float32)).all()

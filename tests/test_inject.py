@@ -15,8 +15,8 @@ What is proved here:
   the weight-decay mask (a callable) and a zero-argument learning rate
   static by itself, and gives the same numbers as the plain factory.
 
-Keras comparisons use ``atol = rtol = 1e-6`` (a few float32 ulps at these
-magnitudes).
+Keras comparisons use ``keras_oracle.assert_trajectories_match`` with the
+tolerance for injected hyperparameters (``ULPS_INJECTED``, derived there).
 """
 
 import os
@@ -25,12 +25,14 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from keras_oracle import FAR  # noqa: E402
+from keras_oracle import ULPS_INJECTED  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import build_keras  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
@@ -38,7 +40,6 @@ from keras_oracle import ours_trajectory  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
 
 STEPS = 27
-ATOL = RTOL = 1e-6
 CHANGE_AT = (9, 18)  # steps before which the hyperparameters change.
 
 # factory, fixed arguments, and the values taken by the injected numbers in
@@ -146,15 +147,12 @@ def test_injected_hyperparameters_change_without_retrace_as_in_keras(kind):
   assert state.hyperparams["ema_overwrite_frequency"].dtype == jnp.int32
   assert traces == 1
   expected = _keras_run(kind, fixed, values, params, grads)
-  for t, (e, g) in enumerate(zip(expected, got)):
-    for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
-      np.testing.assert_allclose(y, x, atol=ATOL, rtol=RTOL,
-                                 err_msg=f"step {t}")
+  assert_trajectories_match(expected, got, STEPS, ulps=ULPS_INJECTED)
   # The changes matter: keeping the first values all along is far off.
   frozen, _, traces = _injected_run(opt, values[:1] * 3, params, grads,
                                     jitted)
   assert traces == 1
-  assert max_deviation(expected, frozen) > 100 * ATOL
+  assert max_deviation(expected, frozen) > FAR
 
 
 def test_wrapper_keeps_structure_static_and_matches_the_plain_factory():
@@ -197,7 +195,7 @@ def test_wrapper_keeps_a_zero_argument_learning_rate_static():
   got, _ = ours_trajectory(opt, params, grads)
   plain, _ = ours_trajectory(ox.rmsprop(lr, momentum=0.5, weight_decay=0.1),
                              params, grads)
-  assert max_deviation(plain, got) <= ATOL
+  assert_trajectories_match(plain, got, STEPS, ulps=ULPS_INJECTED)
   # Plain optax would call it with the step count, as a schedule.
   with pytest.raises(TypeError):
     optax.inject_hyperparams(ox.rmsprop)(lr).init(params)

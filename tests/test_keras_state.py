@@ -5,11 +5,11 @@ steps, imports its optimizer variables after step ``k`` (a micro-step in the
 middle of an accumulation, so the accumulators, the raw call count and the
 update-step count all matter), runs the remaining ``K - k`` steps with
 optax_suite from Keras's parameters at step ``k``, and compares with Keras's
-own steps ``k + 1 .. K`` (``atol = rtol = 1e-6``). Every case has EMA (with
-overwrite), gradient accumulation and weight decay on; the variants cover
-amsgrad, momentum and centered, a schedule, Keras's weight-decay exclusions
-by name and by variable, a learning rate changed in Keras before the import,
-and ``optax.inject_hyperparams``. A control resumes from a fresh state
+own steps ``k + 1 .. K`` (``keras_oracle.assert_trajectories_match``).
+Every case has EMA (with overwrite), gradient accumulation and weight decay
+on; the variants cover amsgrad, momentum and centered, a schedule, Keras's
+weight-decay exclusions by name and by variable, a learning rate changed in
+Keras before the import, and ``optax.inject_hyperparams``. A control resumes from a fresh state
 instead, and is far off: the import is what makes the runs agree.
 """
 
@@ -25,14 +25,17 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from keras_oracle import FAR  # noqa: E402
 from keras_oracle import KERAS_CLASSES  # noqa: E402
+from keras_oracle import ULPS  # noqa: E402
+from keras_oracle import ULPS_INJECTED  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import leaf_names  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
 
 TOTAL, RESUME_AT = 28, 13  # 13 = 4 updates of 3 calls + 1 micro-step.
-ATOL = RTOL = 1e-6
 BASE = dict(gradient_accumulation_steps=3, weight_decay=0.05, use_ema=True,
             ema_momentum=0.8, ema_overwrite_frequency=3)
 
@@ -93,11 +96,9 @@ def _ours(opt, state, params, grads):
   return out
 
 
-def _assert_close(expected, got):
-  for t, (e, g) in enumerate(zip(expected, got)):
-    for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
-      np.testing.assert_allclose(y, x, atol=ATOL, rtol=RTOL,
-                                 err_msg=f"step {RESUME_AT + t + 1}")
+def _assert_close(expected, got, ulps=ULPS):
+  assert_trajectories_match(expected, got, TOTAL - RESUME_AT,
+                            first_step=RESUME_AT + 1, ulps=ulps)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -121,7 +122,7 @@ def test_training_resumed_in_jax_continues_the_keras_run(case):
   _assert_close(expected[RESUME_AT:], got)
   # Control: the same optimizer from a fresh state does not continue it.
   fresh = _ours(opt, opt.init(params_k), params_k, grads[RESUME_AT:])
-  assert max_deviation(expected[RESUME_AT:], fresh) > 100 * ATOL
+  assert max_deviation(expected[RESUME_AT:], fresh) > FAR
 
 
 def test_state_for_injected_hyperparameters_resumes_the_schedule():
@@ -138,7 +139,7 @@ def test_state_for_injected_hyperparameters_resumes_the_schedule():
   assert int(state.count) == RESUME_AT
   assert int(state.hyperparams_states["learning_rate"].count) == RESUME_AT
   got = _ours(injected, state, params_k, grads[RESUME_AT:])
-  _assert_close(expected[RESUME_AT:], got)
+  _assert_close(expected[RESUME_AT:], got, ulps=ULPS_INJECTED)
 
 
 def test_mismatched_optimizers_are_refused():

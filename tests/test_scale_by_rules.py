@@ -12,11 +12,11 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
@@ -60,7 +60,7 @@ def test_rule_chained_with_learning_rate_matches_keras(kind):
                                    epsilon=EPS, **extra)
     ours = optax.chain(ours_rule(), optax.scale_by_learning_rate(LR))
   actual, _ = ours_trajectory(ours, params, grads)
-  assert max_deviation(expected, actual) < 1e-6
+  assert_trajectories_match(expected, actual)
   if optax_rule is None:
     return
   plain_optax, _ = ours_trajectory(

@@ -11,23 +11,23 @@ schedules below change the learning rate on every call.
 
 Both sides run 30 steps of varied gradients under ``jax.jit`` (Keras through
 ``stateless_apply``) and the parameters are compared after every step with
-``atol = rtol = 1e-6`` (a few float32 ulps at these magnitudes; the schedules
-match Keras to float32 rounding, and XLA may fuse the two programs
-differently).
+``keras_oracle.assert_trajectories_match`` (a few float32 ulps of each
+leaf's magnitude; the schedules match Keras to float32 rounding, and XLA may
+fuse the two programs differently).
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from keras_oracle import FAR  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
@@ -35,7 +35,6 @@ from keras_oracle import ours_trajectory  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
 
 STEPS = 30
-ATOL = RTOL = 1e-6
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
              "rmsprop": ox.rmsprop}
 KS = keras.optimizers.schedules
@@ -92,11 +91,7 @@ def _compare(kind, ours_lr, keras_lr, options, seed):
   expected, _ = keras_trajectory(kind, params, grads, learning_rate=keras_lr,
                                  **options)
   got, _ = ours_trajectory(FACTORIES[kind](ours_lr, **options), params, grads)
-  for step, (e, g) in enumerate(zip(expected, got)):
-    for x, y in zip(jax.tree.leaves(e), jax.tree.leaves(g)):
-      np.testing.assert_allclose(y, x, atol=ATOL, rtol=RTOL,
-                                 err_msg=f"step {step}")
-  print(f"max deviation from Keras: {max_deviation(expected, got):.3g}")
+  assert_trajectories_match(expected, got, STEPS)
 
 
 
@@ -141,8 +136,8 @@ def test_optax_schedule_counts_every_call_as_keras():
   right, _ = ours_trajectory(ox.adam(sched, **options), params, grads)
   wrong, _ = ours_trajectory(
       ox.adam(lambda count: sched(count // 3), **options), params, grads)
-  assert max_deviation(expected, right) <= ATOL
-  assert max_deviation(expected, wrong) > 100 * ATOL
+  assert_trajectories_match(expected, right, STEPS)
+  assert max_deviation(expected, wrong) > FAR
 
 
 def test_zero_argument_callable_learning_rate_matches_keras():
@@ -163,6 +158,6 @@ def test_zero_argument_callable_learning_rate_matches_keras():
   calls.clear()
   got, _ = ours_trajectory(FACTORIES[kind](learning_rate, **options), params,
                            grads)
-  assert max_deviation(expected, got) <= ATOL
+  assert_trajectories_match(expected, got, STEPS)
   # Under jit it is evaluated while tracing only, not on every step.
   assert 0 < len(calls) < STEPS

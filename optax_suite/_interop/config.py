@@ -17,9 +17,9 @@ import jax
 import numpy as np
 
 from optax_suite import _common
-from optax_suite._options import loss_scale as _loss_scale
-from optax_suite import _schedules
 from optax_suite import _rules
+from optax_suite import _schedules
+from optax_suite._options import loss_scale as _loss_scale
 
 # Keras class name -> (factory, the factory's own keys in Keras's order).
 _OPTIMIZERS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
@@ -72,7 +72,7 @@ def _learning_rate_config(value: Any) -> Any:
 
 
 def get_config(opt: Any) -> dict[str, Any]:
-  """Returns a JSON-serialisable dict from which :func:`from_config` rebuilds ``opt``.
+  """A JSON-serialisable dict from which :func:`from_config` rebuilds ``opt``.
 
   The dict has the shape and key names of ``keras.optimizers.serialize``:
   ``{"module", "class_name", "config", "registered_name"}``, where ``config``
@@ -106,7 +106,7 @@ def get_config(opt: Any) -> dict[str, Any]:
     >>> ox.get_config(ox.from_config(d)) == d
     True
   """
-  config = getattr(opt, "config", None)
+  config: Any = getattr(opt, "config", None)
   factory = getattr(opt, "factory", None)
   if factory is _loss_scale.loss_scale_optimizer:
     return {

@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_suite._options import accumulation as _accumulation
 from optax_suite import _common
+from optax_suite import _optimizer
 from optax_suite import _rules
 from optax_suite._interop import config as _config
+from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import ema as _ema
-from optax_suite import _optimizer
 
 
 def _slot_groups(
@@ -106,7 +106,7 @@ def _fill(reference: Any, values: Sequence[Any], what: str) -> Any:
   """``reference``'s tree, its non-None leaves replaced by ``values``."""
   leaves, treedef = jax.tree.flatten(reference, is_leaf=lambda x: x is None)
   it = iter(values)
-  out = []
+  out: list[Any] = []
   for ref in leaves:
     if ref is None:
       out.append(None)
@@ -160,7 +160,7 @@ def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
 
 def _optimizer_state(state: _optimizer.KerasOptimizerState,
                      kv: _KerasVariables) -> _optimizer.KerasOptimizerState:
-  found = []
+  found: list[Any] = []
   inner = state.inner
   accumulating = isinstance(inner, _accumulation.AccumulationState)
   if accumulating != bool(kv.k):
@@ -259,7 +259,7 @@ def state_from_keras(
   """
   kv = _KerasVariables(keras_optimizer, _n_trainable(params),
                        optimizer_variables)
-  found = []
+  found: list[Any] = []
   state = _replace_optimizer_state(opt.init(params), kv, found)
   if len(found) != 1:
     raise ValueError(

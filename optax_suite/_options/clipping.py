@@ -117,8 +117,8 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
   r"""Clips all leaves together to global norm ``global_clipnorm`` (Keras).
 
   .. math::
-    s = c \min(1 / \lVert g \rVert, 1 / c) + (\lVert g \rVert - \lVert g \rVert),
-    \qquad g \leftarrow s\, g
+    s = c \min(1 / \lVert g \rVert, 1 / c)
+      + (\lVert g \rVert - \lVert g \rVert), \qquad g \leftarrow s\, g
 
   The second term is 0 for a finite norm and NaN otherwise, so a non-finite
   global norm turns every gradient into NaN (Keras's choice; pair it with
@@ -138,7 +138,7 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
     >>> g = {'a': jnp.array([3.0]), 'b': jnp.array([4.0])}
     >>> out = tx.update(g, tx.init(None))[0]
     >>> float(out['a'][0]), float(out['b'][0])
-    (0.6..., 0.8...)
+    (0.6000000238418579, 0.800000011920929)
   """
   _common.check_non_negative("global_clipnorm", global_clipnorm)
   if _static_zero(global_clipnorm):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any, NamedTuple, Optional
+import warnings
 
 import chex
 import jax
@@ -201,7 +201,7 @@ def loss_scale_optimizer(
     ...     params)
     >>> updates, state = opt.update(grads, state, params)
     >>> optax.apply_updates(params, updates), state.scale
-    (Array([0.9...], dtype=float32), Array(4., dtype=float32))
+    (Array([0.9000008], dtype=float32), Array(4., dtype=float32))
     >>> updates, state = opt.update(jnp.array([jnp.nan]), state, params)
     >>> updates, state.scale
     (Array([-0.], dtype=float32), Array(2., dtype=float32))

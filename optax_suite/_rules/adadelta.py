@@ -63,7 +63,7 @@ def scale_by_adadelta(
     >>> state = tx.init({'w': jnp.zeros(2)})
     >>> updates, state = tx.update({'w': jnp.array([1.0, -1.0])}, state)
     >>> updates['w']
-    Array([-0.0014..., 0.0014...], dtype=float32)
+    Array([-0.00141421,  0.00141421], dtype=float32)
   """
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("rho", rho)
@@ -90,7 +90,8 @@ def scale_by_adadelta(
       delta = (jnp.sqrt(ad + epsilon) * g32) / jnp.sqrt(ag + epsilon)
       ad = rho * ad + one_minus_rho * jnp.square(delta)
       step = lr.astype(dt) * delta
-      return step.astype(g.dtype), ag.astype(acc_g.dtype), ad.astype(acc_dx.dtype)
+      return (step.astype(g.dtype), ag.astype(acc_g.dtype),
+              ad.astype(acc_dx.dtype))
 
     step, acc_g, acc_dx = _common.tree_map_n(
         leaf, 3, state.accumulated_grad, updates, state.accumulated_delta_var)
@@ -135,7 +136,7 @@ def adadelta(
     >>> params = jnp.zeros(2)
     >>> updates, _ = opt.update(jnp.array([1.0, -1.0]), opt.init(params))
     >>> updates
-    Array([-0.0014...,  0.0014...], dtype=float32)
+    Array([-0.00141421,  0.00141421], dtype=float32)
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adadelta(lr, rho, epsilon)

@@ -71,7 +71,7 @@ def scale_by_adam(
     >>> state = tx.init(params)
     >>> updates, state = tx.update({'w': jnp.array([0.5, -0.5])}, state)
     >>> optax.apply_updates(params, updates)['w']
-    Array([ 0.9, -1.9], dtype=float32)
+    Array([ 0.9000013, -1.9000013], dtype=float32)
   """
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("beta_1", beta_1)
@@ -161,7 +161,7 @@ def adam(
     >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.0])},
     ...                                      state, params)
     >>> optax.apply_updates(params, updates)['w']
-    Array([ 0.9..., -1. ], dtype=float32)
+    Array([ 0.900001, -1.      ], dtype=float32)
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adam(lr, beta_1, beta_2, epsilon, amsgrad)
@@ -176,5 +176,6 @@ def _keras_slots(keras_optimizer):
 
 
 KERAS = _optimizer.KerasSpec(
-    class_name="Adam", factory=adam, own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
+    class_name="Adam", factory=adam,
+    own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
     state_class=ScaleByAdamState, slot_groups=_keras_slots)

@@ -62,12 +62,13 @@ def scale_by_adamax(
 
   Example:
     >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> tx = optax.chain(ox.scale_by_adamax(), optax.scale_by_learning_rate(0.1))
+    >>> tx = optax.chain(ox.scale_by_adamax(),
+    ...                  optax.scale_by_learning_rate(0.1))
     >>> params = {'w': jnp.array([1.0, -2.0])}
     >>> state = tx.init(params)
     >>> updates, state = tx.update({'w': jnp.array([0.5, 0.0])}, state)
     >>> optax.apply_updates(params, updates)['w']
-    Array([ 0.9, -2. ], dtype=float32)
+    Array([ 0.90000004, -2.        ], dtype=float32)
   """
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("beta_1", beta_1)
@@ -145,7 +146,7 @@ def adamax(
     ...   updates, state = opt.update(jnp.array(g), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params
-    Array([ 0.9..., -1. ], dtype=float32)
+    Array([ 0.90000004, -1.        ], dtype=float32)
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adamax(lr, beta_1, beta_2, epsilon)
@@ -158,5 +159,6 @@ def _keras_slots(keras_optimizer):
 
 
 KERAS = _optimizer.KerasSpec(
-    class_name="Adamax", factory=adamax, own_keys=("beta_1", "beta_2", "epsilon"),
+    class_name="Adamax", factory=adamax,
+    own_keys=("beta_1", "beta_2", "epsilon"),
     state_class=ScaleByAdamaxState, slot_groups=_keras_slots)

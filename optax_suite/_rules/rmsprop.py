@@ -57,7 +57,8 @@ def scale_by_rmsprop(
   .. math::
     v &\leftarrow \rho v + (1 - \rho) g^2 \\
     a &\leftarrow \rho a + (1 - \rho) g \quad \text{(centered only)} \\
-    i &= \eta\, g / \sqrt{v - a^2 + \epsilon} \quad (a = 0 \text{ unless centered}) \\
+    i &= \eta\, g / \sqrt{v - a^2 + \epsilon}
+      \quad (a = 0 \text{ unless centered}) \\
     \mu &\leftarrow \gamma \mu + i, \quad \Delta = \mu \quad
       (\Delta = i \text{ when } \gamma = 0)
 
@@ -80,7 +81,8 @@ def scale_by_rmsprop(
 
   Example:
     >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> tx = optax.chain(ox.scale_by_rmsprop(learning_rate=0.1), optax.scale(-1.0))
+    >>> tx = optax.chain(ox.scale_by_rmsprop(learning_rate=0.1),
+    ...                  optax.scale(-1.0))
     >>> state = tx.init({'w': jnp.array(10.0)})
     >>> updates, state = tx.update({'w': jnp.array(10.0)}, state)
     >>> 10.0 + updates['w']
@@ -199,6 +201,7 @@ def _keras_slots(keras_optimizer):
 
 
 KERAS = _optimizer.KerasSpec(
-    class_name="RMSprop", factory=rmsprop, own_keys=("rho", "momentum", "epsilon", "centered"),
+    class_name="RMSprop", factory=rmsprop,
+    own_keys=("rho", "momentum", "epsilon", "centered"),
     state_class=ScaleByRmspropState, slot_groups=_keras_slots,
     optional_slots=("momentum",))
