@@ -54,9 +54,11 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1}
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop"}
+               "rmsprop": "RMSprop", "sgd": "SGD"}
+# Own arguments every contender gets (SGD is timed with momentum, as used).
+OWN_ARGS = {"sgd": {"momentum": 0.9}}
 
 
 # ----------------------------------------------------------------------------
@@ -102,7 +104,8 @@ def tree_size(tree) -> int:
 
 
 def ours(opt_name, cfg):
-  opt = getattr(ox, opt_name)(learning_rate=LR, **cfg)
+  opt = getattr(ox, opt_name)(learning_rate=LR, **OWN_ARGS.get(opt_name, {}),
+                              **cfg)
 
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
@@ -118,6 +121,8 @@ def optax_rule(opt_name):
     return optax.scale_by_adamax(0.9, 0.999, eps=1e-7)
   if opt_name == "adadelta":
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
+  if opt_name == "sgd":  # optax.sgd's momentum: a trace outside the lr.
+    return optax.trace(decay=OWN_ARGS["sgd"]["momentum"])
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 
@@ -157,7 +162,7 @@ def nearest_optax(opt_name, cfg):
 def keras_contender(opt_name, cfg):
   import keras  # Imported late: only this contender needs it.
   cls = getattr(keras.optimizers, KERAS_NAMES[opt_name])
-  opt = cls(learning_rate=LR, **cfg)
+  opt = cls(learning_rate=LR, **OWN_ARGS.get(opt_name, {}), **cfg)
   built = {}
 
   def init(params):

@@ -41,6 +41,9 @@ from optax_suite._optimizer import KerasOptimizer
 from optax_suite._optimizer import KerasOptimizerState
 from optax_suite._rules.rmsprop import scale_by_rmsprop
 from optax_suite._rules.rmsprop import ScaleByRmspropState
+from optax_suite._rules.sgd import scale_by_sgd
+from optax_suite._rules.sgd import ScaleBySgdState
+from optax_suite._rules.sgd import sgd
 from optax_suite._options.weight_decay import add_decoupled_weight_decay
 from optax_suite._options.weight_decay import decay_mask
 from optax_suite._options.weight_decay import DecoupledWeightDecayState
@@ -59,6 +62,7 @@ __all__ = (
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByRmspropState",
+    "ScaleBySgdState",
     "accumulate_gradients",
     "adadelta",
     "adam",
@@ -84,7 +88,9 @@ __all__ = (
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_rmsprop",
+    "scale_by_sgd",
     "scale_loss",
     "schedules",
+    "sgd",
     "state_from_keras",
 )

@@ -64,6 +64,15 @@ CATALOG: dict[str, Entry] = {
             momentum=float(rng.choice([0.0, 0.3, 0.9])),
             centered=bool(rng.random() < 0.5),
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+    "sgd": Entry(
+        "SGD",
+        own=(dict(learning_rate=0.1), dict(momentum=0.9),
+             dict(momentum=0.5, nesterov=True, learning_rate=0.05),
+             dict(momentum=1.0, nesterov=True)),
+        random_own=lambda rng: dict(
+            momentum=float(rng.choice([0.0, 0.5, 0.9, 0.99])),
+            nesterov=bool(rng.random() < 0.5)),
+        learning_rates=(1e-3, 0.01, 0.1)),
 }
 
 KINDS = tuple(CATALOG)

@@ -69,6 +69,10 @@ OURS = {
         ox.schedules.cosine_decay_restarts(0.03, 5, 1.5, 0.8, 0.05),
         momentum=0.5, centered=True, weight_decay=0.1,
         exclude_from_weight_decay=["kernel"]),
+    "sgd-inverse-time": lambda: ox.sgd(
+        ox.schedules.inverse_time_decay(0.02, 3, 0.5), momentum=0.9,
+        nesterov=True, weight_decay=0.01, use_ema=True,
+        gradient_accumulation_steps=2),
 }
 
 
@@ -110,6 +114,8 @@ def _keras_optimizers():
                                        loss_scale_factor=8.0)),
       (keras.optimizers.RMSprop, dict(momentum=0.4, centered=True,
                                       clipvalue=0.1, weight_decay=0.01)),
+      (keras.optimizers.SGD, dict(momentum=0.9, nesterov=True,
+                                  weight_decay=0.02, use_ema=True)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]

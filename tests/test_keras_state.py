@@ -49,6 +49,10 @@ CASES = {
         "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
         dict(var_names=["bias", "scale"])),
     "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
+    "sgd-nesterov-exclude-by-name": (
+        "sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True),
+        dict(var_names=["bias"])),
+    "sgd-no-momentum": ("sgd", dict(learning_rate=0.05), {}),
 }
 
 
@@ -159,7 +163,20 @@ def test_mismatched_optimizers_are_refused():
   with pytest.raises(ValueError, match="trainable leaves"):
     ox.state_from_keras(ox.adam(use_ema=True), keras_opt,
                         {"w": params["scale"]})
-  with pytest.raises(ValueError, match="SGD"):
-    sgd = keras.optimizers.SGD()
-    sgd.build([keras.Variable(np.zeros(2))])
-    ox.from_keras(sgd, np.zeros(2, np.float32))
+  sgd = keras.optimizers.SGD(momentum=0.9)
+  sgd.build([keras.Variable(np.zeros(2))])
+  with pytest.raises(ValueError, match="momentum"):
+    ox.state_from_keras(ox.sgd(), sgd, np.zeros(2, np.float32))
+  plain_sgd = keras.optimizers.SGD()
+  plain_sgd.build([keras.Variable(np.zeros(2))])
+  with pytest.raises(ValueError, match="momentum"):
+    ox.state_from_keras(ox.sgd(momentum=0.5), plain_sgd,
+                        np.zeros(2, np.float32))
+
+  class MySGD(keras.optimizers.SGD):
+    pass
+
+  with pytest.raises(ValueError, match="MySGD"):
+    custom = MySGD()
+    custom.build([keras.Variable(np.zeros(2))])
+    ox.from_keras(custom, np.zeros(2, np.float32))

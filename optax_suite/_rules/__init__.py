@@ -11,10 +11,12 @@ from optax_suite._rules import adadelta
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
 from optax_suite._rules import rmsprop
+from optax_suite._rules import sgd
 
 REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adadelta,
     adam,
     adamax,
     rmsprop,
+    sgd,
 )}
