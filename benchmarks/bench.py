@@ -54,9 +54,14 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1}
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1,
+         "adamw": 2, "lion": 1}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop", "sgd": "SGD"}
+               "rmsprop": "RMSprop", "sgd": "SGD", "adamw": "AdamW",
+               "lion": "Lion"}
+# Weight decay an optimizer applies when a config sets none (Keras's AdamW
+# default); the optax chain gets it too, so both do the same work.
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}
 # Own arguments every contender gets (SGD is timed with momentum, as used).
 OWN_ARGS = {"sgd": {"momentum": 0.9}}
 
@@ -115,8 +120,10 @@ def ours(opt_name, cfg):
 
 
 def optax_rule(opt_name):
-  if opt_name == "adam":
+  if opt_name in ("adam", "adamw"):
     return optax.scale_by_adam(0.9, 0.999, eps=1e-7)
+  if opt_name == "lion":
+    return optax.scale_by_lion(0.9, 0.99)
   if opt_name == "adamax":
     return optax.scale_by_adamax(0.9, 0.999, eps=1e-7)
   if opt_name == "adadelta":
@@ -131,8 +138,9 @@ def nearest_optax(opt_name, cfg):
   if cfg.get("global_clipnorm") is not None:
     parts.append(optax.clip_by_global_norm(cfg["global_clipnorm"]))
   parts.append(optax_rule(opt_name))
-  if cfg.get("weight_decay") is not None:
-    parts.append(optax.add_decayed_weights(cfg["weight_decay"]))
+  weight_decay = cfg.get("weight_decay", DEFAULT_WEIGHT_DECAY.get(opt_name))
+  if weight_decay is not None:
+    parts.append(optax.add_decayed_weights(weight_decay))
   parts.append(optax.scale_by_learning_rate(LR))
   tx = optax.chain(*parts)
   if cfg.get("gradient_accumulation_steps"):

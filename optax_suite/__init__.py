@@ -17,6 +17,10 @@ from optax_suite._rules.adamax import ScaleByAdamaxState
 from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adam import adam
 from optax_suite._rules.adamax import adamax
+from optax_suite._rules.adamw import adamw
+from optax_suite._rules.lion import lion
+from optax_suite._rules.lion import scale_by_lion
+from optax_suite._rules.lion import ScaleByLionState
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._options.clipping import clip_by_global_norm
@@ -61,12 +65,14 @@ __all__ = (
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByLionState",
     "ScaleByRmspropState",
     "ScaleBySgdState",
     "accumulate_gradients",
     "adadelta",
     "adam",
     "adamax",
+    "adamw",
     "add_decoupled_weight_decay",
     "all_finite",
     "clip_by_global_norm",
@@ -81,12 +87,14 @@ __all__ = (
     "global_norm",
     "inject_hyperparams",
     "keras_optimizer",
+    "lion",
     "loss_scale_optimizer",
     "migrate_state",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_lion",
     "scale_by_rmsprop",
     "scale_by_sgd",
     "scale_loss",

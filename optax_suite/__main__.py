@@ -35,6 +35,10 @@ CONFIGS = (
                      loss_scale_factor=64.0)),
     ("sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True,
                  clipnorm=1.0, weight_decay=1e-3)),
+    ("adamw", dict(learning_rate=0.01, weight_decay=0.05, amsgrad=True,
+                   global_clipnorm=1.0, gradient_accumulation_steps=2)),
+    ("lion", dict(learning_rate=0.003, beta_1=0.8, weight_decay=0.1,
+                  use_ema=True, ema_momentum=0.8)),
 )
 
 

@@ -73,6 +73,21 @@ CATALOG: dict[str, Entry] = {
             momentum=float(rng.choice([0.0, 0.5, 0.9, 0.99])),
             nesterov=bool(rng.random() < 0.5)),
         learning_rates=(1e-3, 0.01, 0.1)),
+    "adamw": Entry(
+        "AdamW",
+        own=(dict(learning_rate=0.01, weight_decay=0.1),
+             dict(amsgrad=True, learning_rate=0.02, weight_decay=0.0),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3)),
+        random_own=lambda rng: dict(
+            _adam_like(rng), amsgrad=bool(rng.random() < 0.5),
+            weight_decay=float(rng.choice([0.0, 0.004, 0.05])))),
+    "lion": Entry(
+        "Lion",
+        own=(dict(learning_rate=0.01), dict(beta_1=1.0, beta_2=0.5),
+             dict(beta_1=0.3, beta_2=0.999, weight_decay=0.5)),
+        random_own=lambda rng: dict(
+            beta_1=float(rng.choice([0.1, 0.5, 0.9, 1.0])),
+            beta_2=float(rng.choice([0.0, 0.5, 0.99])))),
 }
 
 KINDS = tuple(CATALOG)

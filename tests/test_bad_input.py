@@ -30,7 +30,8 @@ from test_loss_scale import ours_ls_trajectory
 from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop, "sgd": ox.sgd}
+             "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,
+             "lion": ox.lion}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
@@ -56,6 +57,10 @@ RULE_BAD = {
     "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF]),
                 EPSILON_BAD],
     "sgd": [("momentum", [-0.5, 1.01, NAN, INF, "0.9"])],
+    "adamw": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-0.1, 1.0, INF]),
+              EPSILON_BAD, ("weight_decay", [None])],
+    "lion": [("beta_1", [0.0, -0.1, 1.5, NAN, "0.9"]),
+             ("beta_2", [-0.1, 1.5, NAN])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -108,7 +113,9 @@ def test_edge_arguments_accepted(kind):
           "adamax": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
           "adadelta": dict(rho=0.0, epsilon=0.0),
           "rmsprop": dict(rho=0.0, momentum=0.0, epsilon=0.0),
-          "sgd": dict(momentum=1.0, nesterov=True)}[kind]
+          "sgd": dict(momentum=1.0, nesterov=True),
+          "adamw": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "lion": dict(beta_1=1.0, beta_2=1.0)}[kind]
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,
@@ -170,6 +177,8 @@ def test_params_left_out(kind, options, needed):
   """`update` without params, when decay or EMA needs them, says so."""
   params = {"w": jnp.ones(3)}
   opt = FACTORIES[kind](**options)
+  if kind == "adamw":  # AdamW always decays (0.004 by default).
+    needed = "weight decay"
   state = opt.init(params)
   for update in (opt.update, jax.jit(opt.update)):
     with pytest.raises(ValueError, match=f"`params` must be passed.*{needed}"):

@@ -73,6 +73,13 @@ OURS = {
         ox.schedules.inverse_time_decay(0.02, 3, 0.5), momentum=0.9,
         nesterov=True, weight_decay=0.01, use_ema=True,
         gradient_accumulation_steps=2),
+    "adamw-cosine": lambda: ox.adamw(
+        ox.schedules.cosine_decay(0.01, 20, 0.1), 0.05, amsgrad=True,
+        clipnorm=1.0, use_ema=True, exclude_from_weight_decay=["bias"]),
+    "lion-polynomial": lambda: ox.lion(
+        ox.schedules.polynomial_decay(0.01, 7, 0.001, power=2.0, cycle=True),
+        beta_1=0.5, beta_2=0.9, weight_decay=0.3, global_clipnorm=1.0,
+        gradient_accumulation_steps=3),
 }
 
 
@@ -116,6 +123,10 @@ def _keras_optimizers():
                                       clipvalue=0.1, weight_decay=0.01)),
       (keras.optimizers.SGD, dict(momentum=0.9, nesterov=True,
                                   weight_decay=0.02, use_ema=True)),
+      (keras.optimizers.AdamW, dict(weight_decay=0.1, amsgrad=True,
+                                    clipnorm=1.0)),
+      (keras.optimizers.Lion, dict(beta_1=0.5, beta_2=0.9, weight_decay=0.2,
+                                   gradient_accumulation_steps=3)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]

@@ -30,6 +30,8 @@ CASES = {
     "rmsprop": (ox.rmsprop, ox.scale_by_rmsprop, dict(learning_rate=0.01)),
     "adadelta": (ox.adadelta, ox.scale_by_adadelta, dict(learning_rate=1.0)),
     "sgd": (ox.sgd, ox.scale_by_sgd, dict(learning_rate=0.01, momentum=0.9)),
+    "adamw": (ox.adamw, ox.scale_by_adam, dict(learning_rate=0.01)),
+    "lion": (ox.lion, ox.scale_by_lion, dict(learning_rate=0.01)),
 }
 # Ours / Keras's distance is seed noise around 1 where neither fails. For
 # SGD (no normalisation: the low-dtype rounding of w + v each step is the

@@ -53,6 +53,12 @@ CASES = {
         "sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True),
         dict(var_names=["bias"])),
     "sgd-no-momentum": ("sgd", dict(learning_rate=0.05), {}),
+    "adamw-amsgrad-exclude-by-name": (
+        "adamw", dict(learning_rate=0.02, amsgrad=True), dict(
+            var_names=["bias"])),
+    "lion-exclude-by-variable": ("lion", dict(learning_rate=0.01,
+                                              beta_1=0.5),
+                                 dict(var_list=[0])),
 }
 
 

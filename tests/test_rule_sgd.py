@@ -23,7 +23,6 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
