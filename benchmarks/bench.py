@@ -55,10 +55,10 @@ CONFIGS = {
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
 SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1,
-         "adamw": 2, "lion": 1}
+         "adamw": 2, "lion": 1, "schedule_free_adamw": 2}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
                "rmsprop": "RMSprop", "sgd": "SGD", "adamw": "AdamW",
-               "lion": "Lion"}
+               "lion": "Lion", "schedule_free_adamw": "ScheduleFreeAdamW"}
 # Weight decay an optimizer applies when a config sets none (Keras's AdamW
 # default); the optax chain gets it too, so both do the same work.
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}
@@ -137,11 +137,16 @@ def nearest_optax(opt_name, cfg):
   parts = []
   if cfg.get("global_clipnorm") is not None:
     parts.append(optax.clip_by_global_norm(cfg["global_clipnorm"]))
-  parts.append(optax_rule(opt_name))
   weight_decay = cfg.get("weight_decay", DEFAULT_WEIGHT_DECAY.get(opt_name))
-  if weight_decay is not None:
-    parts.append(optax.add_decayed_weights(weight_decay))
-  parts.append(optax.scale_by_learning_rate(LR))
+  if opt_name == "schedule_free_adamw":  # optax's alias: rule, decay and lr.
+    parts.append(optax.contrib.schedule_free_adamw(
+        LR, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8,
+        weight_decay=weight_decay or 0.0))
+  else:
+    parts.append(optax_rule(opt_name))
+    if weight_decay is not None:
+      parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(optax.scale_by_learning_rate(LR))
   tx = optax.chain(*parts)
   if cfg.get("gradient_accumulation_steps"):
     tx = optax.MultiSteps(tx, cfg["gradient_accumulation_steps"])

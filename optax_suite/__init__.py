@@ -45,6 +45,11 @@ from optax_suite._optimizer import KerasOptimizer
 from optax_suite._optimizer import KerasOptimizerState
 from optax_suite._rules.rmsprop import scale_by_rmsprop
 from optax_suite._rules.rmsprop import ScaleByRmspropState
+from optax_suite._rules.schedule_free_adamw import scale_by_schedule_free_adamw
+from optax_suite._rules.schedule_free_adamw import schedule_free_adamw
+from optax_suite._rules.schedule_free_adamw import schedule_free_eval_params
+from optax_suite._rules.schedule_free_adamw import (
+    ScaleByScheduleFreeAdamwState)
 from optax_suite._rules.sgd import scale_by_sgd
 from optax_suite._rules.sgd import ScaleBySgdState
 from optax_suite._rules.sgd import sgd
@@ -67,6 +72,7 @@ __all__ = (
     "ScaleByAdamaxState",
     "ScaleByLionState",
     "ScaleByRmspropState",
+    "ScaleByScheduleFreeAdamwState",
     "ScaleBySgdState",
     "accumulate_gradients",
     "adadelta",
@@ -96,8 +102,11 @@ __all__ = (
     "scale_by_adamax",
     "scale_by_lion",
     "scale_by_rmsprop",
+    "scale_by_schedule_free_adamw",
     "scale_by_sgd",
     "scale_loss",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
     "schedules",
     "sgd",
     "state_from_keras",

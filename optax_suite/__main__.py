@@ -39,6 +39,8 @@ CONFIGS = (
                    global_clipnorm=1.0, gradient_accumulation_steps=2)),
     ("lion", dict(learning_rate=0.003, beta_1=0.8, weight_decay=0.1,
                   use_ema=True, ema_momentum=0.8)),
+    ("schedule_free_adamw", dict(learning_rate=0.01, warmup_steps=5,
+                                 weight_decay=0.01, clipnorm=1.0)),
 )
 
 

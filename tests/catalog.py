@@ -88,6 +88,18 @@ CATALOG: dict[str, Entry] = {
         random_own=lambda rng: dict(
             beta_1=float(rng.choice([0.1, 0.5, 0.9, 1.0])),
             beta_2=float(rng.choice([0.0, 0.5, 0.99])))),
+    "schedule_free_adamw": Entry(
+        "ScheduleFreeAdamW",
+        own=(dict(learning_rate=0.01, warmup_steps=5),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+             dict(beta_1=1.0, weight_decay=0.1, learning_rate=0.02),
+             dict(beta_1=0.2, warmup_steps=40, weight_decay=0.3)),
+        random_own=lambda rng: dict(
+            beta_1=float(rng.choice([0.1, 0.5, 0.9, 1.0])),
+            beta_2=float(rng.choice([0.0, 0.9, 0.999])),
+            epsilon=float(rng.choice([1e-8, 1e-5, 1e-3])),
+            warmup_steps=int(rng.choice([0, 3, 10]))),
+        learning_rates=(1e-3, 0.0025, 0.02)),
 }
 
 KINDS = tuple(CATALOG)

@@ -31,7 +31,7 @@ from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
              "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,
-             "lion": ox.lion}
+             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
@@ -61,6 +61,9 @@ RULE_BAD = {
               EPSILON_BAD, ("weight_decay", [None])],
     "lion": [("beta_1", [0.0, -0.1, 1.5, NAN, "0.9"]),
              ("beta_2", [-0.1, 1.5, NAN])],
+    "schedule_free_adamw": [("beta_1", [0.0, -0.1, 1.5, NAN]),
+                            ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD,
+                            ("warmup_steps", [-1, 2.5, "3", True, None])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -115,7 +118,9 @@ def test_edge_arguments_accepted(kind):
           "rmsprop": dict(rho=0.0, momentum=0.0, epsilon=0.0),
           "sgd": dict(momentum=1.0, nesterov=True),
           "adamw": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "lion": dict(beta_1=1.0, beta_2=1.0)}[kind]
+          "lion": dict(beta_1=1.0, beta_2=1.0),
+          "schedule_free_adamw": dict(beta_1=1.0, beta_2=0.0, epsilon=0.0,
+                                      warmup_steps=0)}[kind]
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,

@@ -80,6 +80,10 @@ OURS = {
         ox.schedules.polynomial_decay(0.01, 7, 0.001, power=2.0, cycle=True),
         beta_1=0.5, beta_2=0.9, weight_decay=0.3, global_clipnorm=1.0,
         gradient_accumulation_steps=3),
+    "schedule_free_adamw-exponential": lambda: ox.schedule_free_adamw(
+        ox.schedules.exponential_decay(0.01, 4, 0.7), beta_1=0.8,
+        warmup_steps=5, weight_decay=0.1, use_ema=True,
+        ema_overwrite_frequency=4, gradient_accumulation_steps=2),
 }
 
 
@@ -127,6 +131,9 @@ def _keras_optimizers():
                                     clipnorm=1.0)),
       (keras.optimizers.Lion, dict(beta_1=0.5, beta_2=0.9, weight_decay=0.2,
                                    gradient_accumulation_steps=3)),
+      (keras.optimizers.ScheduleFreeAdamW, dict(beta_1=0.8, warmup_steps=3,
+                                                weight_decay=0.05,
+                                                clipvalue=0.5)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]

@@ -32,6 +32,9 @@ CASES = {
     "sgd": (ox.sgd, ox.scale_by_sgd, dict(learning_rate=0.01, momentum=0.9)),
     "adamw": (ox.adamw, ox.scale_by_adam, dict(learning_rate=0.01)),
     "lion": (ox.lion, ox.scale_by_lion, dict(learning_rate=0.01)),
+    "schedule_free_adamw": (ox.schedule_free_adamw,
+                            ox.scale_by_schedule_free_adamw,
+                            dict(learning_rate=0.01, warmup_steps=10)),
 }
 # Ours / Keras's distance is seed noise around 1 where neither fails. For
 # SGD (no normalisation: the low-dtype rounding of w + v each step is the

@@ -59,6 +59,9 @@ CASES = {
     "lion-exclude-by-variable": ("lion", dict(learning_rate=0.01,
                                               beta_1=0.5),
                                  dict(var_list=[0])),
+    "schedule_free_adamw-warmup-exclude-by-name": (
+        "schedule_free_adamw", dict(learning_rate=0.01, beta_1=0.8,
+                                    warmup_steps=6), dict(var_names=["bias"])),
 }
 
 

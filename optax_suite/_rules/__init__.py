@@ -13,6 +13,7 @@ from optax_suite._rules import adamax
 from optax_suite._rules import adamw
 from optax_suite._rules import lion
 from optax_suite._rules import rmsprop
+from optax_suite._rules import schedule_free_adamw
 from optax_suite._rules import sgd
 
 REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
@@ -22,5 +23,6 @@ REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adamw,
     lion,
     rmsprop,
+    schedule_free_adamw,
     sgd,
 )}
