@@ -71,7 +71,8 @@ def test_zero_interpolation_gives_no_step():
   step, state = tx.update(jnp.array([0.0, 2.0]), tx.init(jnp.zeros(2)))
   assert step.tolist() == [0.0, jnp.float32(0.1)]
   step, _ = tx.update(jnp.array([0.0, 0.0]), state)
-  assert step.tolist() == [0.0, jnp.float32(0.1)]  # the momentum still points the way
+  # The momentum still points the way.
+  assert step.tolist() == [0.0, jnp.float32(0.1)]
 
 
 def test_beta_1_range_is_keras():

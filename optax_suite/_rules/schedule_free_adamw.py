@@ -26,8 +26,10 @@ class ScaleByScheduleFreeAdamwState(NamedTuple):
     >>> tx = ox.scale_by_schedule_free_adamw(0.1, beta_2=0.75)
     >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.ones(1)),
     ...                      jnp.ones(1))
-    >>> state.momentum, state.velocity, state.beta_1
-    (Array([0.9], dtype=float32), Array([1.], dtype=float32), Array(0.9, dtype=float32))
+    >>> state.momentum, state.velocity
+    (Array([0.9], dtype=float32), Array([1.], dtype=float32))
+    >>> state.beta_1
+    Array(0.9, dtype=float32)
   """
   count: chex.Array  # int32 [], update steps taken (Keras `iterations`).
   momentum: optax.Updates  # like params (slot dtype), Keras's `z`.
@@ -172,8 +174,8 @@ def schedule_free_eval_params(params: optax.Params, state: Any) -> optax.Params:
   it (an injected one included). Works on the state of
   :func:`schedule_free_adamw` or of any chain holding one
   :func:`scale_by_schedule_free_adamw`; before the first step
-  :math:`x = y` (to rounding). Integer leaves come back unchanged; computed in float32,
-  returned in each parameter's dtype. With ``use_ema`` take
+  :math:`x = y` (to rounding). Integer leaves come back unchanged; computed
+  in float32, returned in each parameter's dtype. With ``use_ema`` take
   :func:`finalize_variable_values` first if the average is wanted instead.
 
   Args:
