@@ -54,9 +54,16 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1}
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1,
+         "adamw": 2, "lion": 1, "schedule_free_adamw": 2}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop"}
+               "rmsprop": "RMSprop", "sgd": "SGD", "adamw": "AdamW",
+               "lion": "Lion", "schedule_free_adamw": "ScheduleFreeAdamW"}
+# Weight decay an optimizer applies when a config sets none (Keras's AdamW
+# default); the optax chain gets it too, so both do the same work.
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}
+# Own arguments every contender gets (SGD is timed with momentum, as used).
+OWN_ARGS = {"sgd": {"momentum": 0.9}}
 
 
 # ----------------------------------------------------------------------------
@@ -102,7 +109,8 @@ def tree_size(tree) -> int:
 
 
 def ours(opt_name, cfg):
-  opt = getattr(ox, opt_name)(learning_rate=LR, **cfg)
+  opt = getattr(ox, opt_name)(learning_rate=LR, **OWN_ARGS.get(opt_name, {}),
+                              **cfg)
 
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
@@ -112,12 +120,16 @@ def ours(opt_name, cfg):
 
 
 def optax_rule(opt_name):
-  if opt_name == "adam":
+  if opt_name in ("adam", "adamw"):
     return optax.scale_by_adam(0.9, 0.999, eps=1e-7)
+  if opt_name == "lion":
+    return optax.scale_by_lion(0.9, 0.99)
   if opt_name == "adamax":
     return optax.scale_by_adamax(0.9, 0.999, eps=1e-7)
   if opt_name == "adadelta":
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
+  if opt_name == "sgd":  # optax.sgd's momentum: a trace outside the lr.
+    return optax.trace(decay=OWN_ARGS["sgd"]["momentum"])
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 
@@ -125,10 +137,16 @@ def nearest_optax(opt_name, cfg):
   parts = []
   if cfg.get("global_clipnorm") is not None:
     parts.append(optax.clip_by_global_norm(cfg["global_clipnorm"]))
-  parts.append(optax_rule(opt_name))
-  if cfg.get("weight_decay") is not None:
-    parts.append(optax.add_decayed_weights(cfg["weight_decay"]))
-  parts.append(optax.scale_by_learning_rate(LR))
+  weight_decay = cfg.get("weight_decay", DEFAULT_WEIGHT_DECAY.get(opt_name))
+  if opt_name == "schedule_free_adamw":  # optax's alias: rule, decay and lr.
+    parts.append(optax.contrib.schedule_free_adamw(
+        LR, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8,
+        weight_decay=weight_decay or 0.0))
+  else:
+    parts.append(optax_rule(opt_name))
+    if weight_decay is not None:
+      parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(optax.scale_by_learning_rate(LR))
   tx = optax.chain(*parts)
   if cfg.get("gradient_accumulation_steps"):
     tx = optax.MultiSteps(tx, cfg["gradient_accumulation_steps"])
@@ -157,7 +175,7 @@ def nearest_optax(opt_name, cfg):
 def keras_contender(opt_name, cfg):
   import keras  # Imported late: only this contender needs it.
   cls = getattr(keras.optimizers, KERAS_NAMES[opt_name])
-  opt = cls(learning_rate=LR, **cfg)
+  opt = cls(learning_rate=LR, **OWN_ARGS.get(opt_name, {}), **cfg)
   built = {}
 
   def init(params):

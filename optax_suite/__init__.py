@@ -42,9 +42,20 @@ from optax_suite._rules.adam import ScaleByAdamState
 from optax_suite._rules.adamax import adamax
 from optax_suite._rules.adamax import scale_by_adamax
 from optax_suite._rules.adamax import ScaleByAdamaxState
+from optax_suite._rules.adamw import adamw
+from optax_suite._rules.lion import lion
+from optax_suite._rules.lion import scale_by_lion
+from optax_suite._rules.lion import ScaleByLionState
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._rules.rmsprop import scale_by_rmsprop
 from optax_suite._rules.rmsprop import ScaleByRmspropState
+from optax_suite._rules.schedule_free_adamw import scale_by_schedule_free_adamw
+from optax_suite._rules.schedule_free_adamw import ScaleByScheduleFreeAdamwState
+from optax_suite._rules.schedule_free_adamw import schedule_free_adamw
+from optax_suite._rules.schedule_free_adamw import schedule_free_eval_params
+from optax_suite._rules.sgd import scale_by_sgd
+from optax_suite._rules.sgd import ScaleBySgdState
+from optax_suite._rules.sgd import sgd
 
 __version__ = "0.1.0"
 
@@ -59,11 +70,15 @@ __all__ = (
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByLionState",
     "ScaleByRmspropState",
+    "ScaleByScheduleFreeAdamwState",
+    "ScaleBySgdState",
     "accumulate_gradients",
     "adadelta",
     "adam",
     "adamax",
+    "adamw",
     "add_decoupled_weight_decay",
     "all_finite",
     "apply_updates",
@@ -79,14 +94,21 @@ __all__ = (
     "global_norm",
     "inject_hyperparams",
     "keras_optimizer",
+    "lion",
     "loss_scale_optimizer",
     "migrate_state",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_lion",
     "scale_by_rmsprop",
+    "scale_by_schedule_free_adamw",
+    "scale_by_sgd",
     "scale_loss",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
     "schedules",
+    "sgd",
     "state_from_keras",
 )

@@ -1,8 +1,8 @@
 """Demo: train a small model with each optimizer and compare with Keras 3.
 
 Run with ``python -m optax_suite``. It fits a two-layer network to a fixed
-synthetic regression task (built in, no download) with each of the four
-optimizers and several Keras base options, prints the loss before and after,
+synthetic regression task (built in, no download) with each
+optimizer and several Keras base options, prints the loss before and after,
 and, when Keras 3 is installed, runs Keras on the same gradients and prints
 the largest deviation of the parameters over the whole run.
 """
@@ -33,6 +33,14 @@ CONFIGS = (
     ("adadelta", dict(learning_rate=1.0, clipnorm=1.0)),
     ("rmsprop", dict(learning_rate=0.003, momentum=0.5, centered=True,
                      loss_scale_factor=64.0)),
+    ("sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True,
+                 clipnorm=1.0, weight_decay=1e-3)),
+    ("adamw", dict(learning_rate=0.01, weight_decay=0.05, amsgrad=True,
+                   global_clipnorm=1.0, gradient_accumulation_steps=2)),
+    ("lion", dict(learning_rate=0.003, beta_1=0.8, weight_decay=0.1,
+                  use_ema=True, ema_momentum=0.8)),
+    ("schedule_free_adamw", dict(learning_rate=0.01, warmup_steps=5,
+                                 weight_decay=0.01, clipnorm=1.0)),
 )
 
 

@@ -64,6 +64,42 @@ CATALOG: dict[str, Entry] = {
             momentum=float(rng.choice([0.0, 0.3, 0.9])),
             centered=bool(rng.random() < 0.5),
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+    "sgd": Entry(
+        "SGD",
+        own=(dict(learning_rate=0.1), dict(momentum=0.9),
+             dict(momentum=0.5, nesterov=True, learning_rate=0.05),
+             dict(momentum=1.0, nesterov=True)),
+        random_own=lambda rng: dict(
+            momentum=float(rng.choice([0.0, 0.5, 0.9, 0.99])),
+            nesterov=bool(rng.random() < 0.5)),
+        learning_rates=(1e-3, 0.01, 0.1)),
+    "adamw": Entry(
+        "AdamW",
+        own=(dict(learning_rate=0.01, weight_decay=0.1),
+             dict(amsgrad=True, learning_rate=0.02, weight_decay=0.0),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3)),
+        random_own=lambda rng: dict(
+            _adam_like(rng), amsgrad=bool(rng.random() < 0.5),
+            weight_decay=float(rng.choice([0.0, 0.004, 0.05])))),
+    "lion": Entry(
+        "Lion",
+        own=(dict(learning_rate=0.01), dict(beta_1=1.0, beta_2=0.5),
+             dict(beta_1=0.3, beta_2=0.999, weight_decay=0.5)),
+        random_own=lambda rng: dict(
+            beta_1=float(rng.choice([0.1, 0.5, 0.9, 1.0])),
+            beta_2=float(rng.choice([0.0, 0.5, 0.99])))),
+    "schedule_free_adamw": Entry(
+        "ScheduleFreeAdamW",
+        own=(dict(learning_rate=0.01, warmup_steps=5),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+             dict(beta_1=1.0, weight_decay=0.1, learning_rate=0.02),
+             dict(beta_1=0.2, warmup_steps=40, weight_decay=0.3)),
+        random_own=lambda rng: dict(
+            beta_1=float(rng.choice([0.1, 0.5, 0.9, 1.0])),
+            beta_2=float(rng.choice([0.0, 0.9, 0.999])),
+            epsilon=float(rng.choice([1e-8, 1e-5, 1e-3])),
+            warmup_steps=int(rng.choice([0, 3, 10]))),
+        learning_rates=(1e-3, 0.0025, 0.02)),
 }
 
 KINDS = tuple(CATALOG)

@@ -32,13 +32,13 @@ from test_loss_scale import ours_ls_trajectory
 from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop}
+             "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,
+             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
 BASE_BAD = [
     ("learning_rate", [-0.1, -1, NAN, INF, -INF, "0.1", None, True]),
-    ("epsilon", [-1e-7, NAN, INF, "1e-7"]),
     ("weight_decay", [-0.004, NAN, INF]),
     ("clipnorm", [-1.0, NAN, INF]),
     ("clipvalue", [-0.5, NAN, INF]),
@@ -48,13 +48,24 @@ BASE_BAD = [
     ("ema_overwrite_frequency", [0, -1, 2.5, 3.0, True, "3"]),
     ("loss_scale_factor", [0.0, -2.0, NAN, INF]),
 ]
+EPSILON_BAD = ("epsilon", [-1e-7, NAN, INF, "1e-7"])
 # Arguments of the rules, by factory.
 RULE_BAD = {
     "adam": [("beta_1", [-0.1, 1.0, 1.5, NAN]),
-             ("beta_2", [-0.1, 1.0, NAN])],
-    "adamax": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-1e-3, 1.0, INF])],
-    "adadelta": [("rho", [-0.1, 1.0, NAN])],
-    "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF])],
+             ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD],
+    "adamax": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-1e-3, 1.0, INF]),
+               EPSILON_BAD],
+    "adadelta": [("rho", [-0.1, 1.0, NAN]), EPSILON_BAD],
+    "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF]),
+                EPSILON_BAD],
+    "sgd": [("momentum", [-0.5, 1.01, NAN, INF, "0.9"])],
+    "adamw": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-0.1, 1.0, INF]),
+              EPSILON_BAD, ("weight_decay", [None])],
+    "lion": [("beta_1", [0.0, -0.1, 1.5, NAN, "0.9"]),
+             ("beta_2", [-0.1, 1.5, NAN])],
+    "schedule_free_adamw": [("beta_1", [0.0, -0.1, 1.5, NAN]),
+                            ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD,
+                            ("warmup_steps", [-1, 2.5, "3", True, None])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -103,10 +114,16 @@ def test_edge_values_accepted(kind, value):
 @pytest.mark.parametrize("kind", list(FACTORIES))
 def test_edge_arguments_accepted(kind):
   """The closed ends of each interval are valid: 0 everywhere, 1 for EMA."""
-  rule = {"adam": dict(beta_1=0.0, beta_2=0.0),
-          "adamax": dict(beta_1=0.0, beta_2=0.0), "adadelta": dict(rho=0.0),
-          "rmsprop": dict(rho=0.0, momentum=0.0)}[kind]
-  opt = FACTORIES[kind](epsilon=0.0, weight_decay=0.0, clipnorm=0.0,
+  rule = {"adam": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "adamax": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "adadelta": dict(rho=0.0, epsilon=0.0),
+          "rmsprop": dict(rho=0.0, momentum=0.0, epsilon=0.0),
+          "sgd": dict(momentum=1.0, nesterov=True),
+          "adamw": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "lion": dict(beta_1=1.0, beta_2=1.0),
+          "schedule_free_adamw": dict(beta_1=1.0, beta_2=0.0, epsilon=0.0,
+                                      warmup_steps=0)}[kind]
+  opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,
                         gradient_accumulation_steps=2, **rule)
@@ -167,6 +184,8 @@ def test_params_left_out(kind, options, needed):
   """`update` without params, when decay or EMA needs them, says so."""
   params = {"w": jnp.ones(3)}
   opt = FACTORIES[kind](**options)
+  if kind == "adamw":  # AdamW always decays (0.004 by default).
+    needed = "weight decay"
   state = opt.init(params)
   for update in (opt.update, jax.jit(opt.update)):
     with pytest.raises(ValueError, match=f"`params` must be passed.*{needed}"):

@@ -68,6 +68,21 @@ OURS = {
         ox.schedules.cosine_decay_restarts(0.03, 5, 1.5, 0.8, 0.05),
         momentum=0.5, centered=True, weight_decay=0.1,
         exclude_from_weight_decay=["kernel"]),
+    "sgd-inverse-time": lambda: ox.sgd(
+        ox.schedules.inverse_time_decay(0.02, 3, 0.5), momentum=0.9,
+        nesterov=True, weight_decay=0.01, use_ema=True,
+        gradient_accumulation_steps=2),
+    "adamw-cosine": lambda: ox.adamw(
+        ox.schedules.cosine_decay(0.01, 20, 0.1), 0.05, amsgrad=True,
+        clipnorm=1.0, use_ema=True, exclude_from_weight_decay=["bias"]),
+    "lion-polynomial": lambda: ox.lion(
+        ox.schedules.polynomial_decay(0.01, 7, 0.001, power=2.0, cycle=True),
+        beta_1=0.5, beta_2=0.9, weight_decay=0.3, global_clipnorm=1.0,
+        gradient_accumulation_steps=3),
+    "schedule_free_adamw-exponential": lambda: ox.schedule_free_adamw(
+        ox.schedules.exponential_decay(0.01, 4, 0.7), beta_1=0.8,
+        warmup_steps=5, weight_decay=0.1, use_ema=True,
+        ema_overwrite_frequency=4, gradient_accumulation_steps=2),
 }
 
 
@@ -109,6 +124,15 @@ def _keras_optimizers():
                                        loss_scale_factor=8.0)),
       (keras.optimizers.RMSprop, dict(momentum=0.4, centered=True,
                                       clipvalue=0.1, weight_decay=0.01)),
+      (keras.optimizers.SGD, dict(momentum=0.9, nesterov=True,
+                                  weight_decay=0.02, use_ema=True)),
+      (keras.optimizers.AdamW, dict(weight_decay=0.1, amsgrad=True,
+                                    clipnorm=1.0)),
+      (keras.optimizers.Lion, dict(beta_1=0.5, beta_2=0.9, weight_decay=0.2,
+                                   gradient_accumulation_steps=3)),
+      (keras.optimizers.ScheduleFreeAdamW, dict(beta_1=0.8, warmup_steps=3,
+                                                weight_decay=0.05,
+                                                clipvalue=0.5)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]

@@ -52,6 +52,19 @@ CASES = {
         "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
         dict(var_names=["bias", "scale"])),
     "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
+    "sgd-nesterov-exclude-by-name": (
+        "sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True),
+        dict(var_names=["bias"])),
+    "sgd-no-momentum": ("sgd", dict(learning_rate=0.05), {}),
+    "adamw-amsgrad-exclude-by-name": (
+        "adamw", dict(learning_rate=0.02, amsgrad=True), dict(
+            var_names=["bias"])),
+    "lion-exclude-by-variable": ("lion", dict(learning_rate=0.01,
+                                              beta_1=0.5),
+                                 dict(var_list=[0])),
+    "schedule_free_adamw-warmup-exclude-by-name": (
+        "schedule_free_adamw", dict(learning_rate=0.01, beta_1=0.8,
+                                    warmup_steps=6), dict(var_names=["bias"])),
 }
 
 
@@ -160,10 +173,23 @@ def test_mismatched_optimizers_are_refused():
   with pytest.raises(ValueError, match="trainable leaves"):
     ox.state_from_keras(ox.adam(use_ema=True), keras_opt,
                         {"w": params["scale"]})
-  with pytest.raises(ValueError, match="SGD"):
-    sgd = keras.optimizers.SGD()
-    sgd.build([keras.Variable(np.zeros(2))])
-    ox.from_keras(sgd, np.zeros(2, np.float32))
+  sgd = keras.optimizers.SGD(momentum=0.9)
+  sgd.build([keras.Variable(np.zeros(2))])
+  with pytest.raises(ValueError, match="momentum"):
+    ox.state_from_keras(ox.sgd(), sgd, np.zeros(2, np.float32))
+  plain_sgd = keras.optimizers.SGD()
+  plain_sgd.build([keras.Variable(np.zeros(2))])
+  with pytest.raises(ValueError, match="momentum"):
+    ox.state_from_keras(ox.sgd(momentum=0.5), plain_sgd,
+                        np.zeros(2, np.float32))
+
+  class MySGD(keras.optimizers.SGD):
+    pass
+
+  with pytest.raises(ValueError, match="MySGD"):
+    custom = MySGD()
+    custom.build([keras.Variable(np.zeros(2))])
+    ox.from_keras(custom, np.zeros(2, np.float32))
 
 
 def test_injected_rmsprop_without_momentum_imports_with_a_zero_slot():

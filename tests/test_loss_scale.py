@@ -26,7 +26,8 @@ from keras_oracle import make_params
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
-             "adadelta": ox.adadelta}
+             "adadelta": ox.adadelta, "sgd": ox.sgd, "adamw": ox.adamw,
+             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -95,6 +96,17 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
                      use_ema=True, ema_momentum=0.9,
                      gradient_accumulation_steps=2, global_clipnorm=5.0),
      3, 2.0**15),
+    ("sgd", dict(learning_rate=0.02, momentum=0.9, nesterov=True,
+                 gradient_accumulation_steps=2, use_ema=True,
+                 weight_decay=0.01), 3, 2.0**8),
+    ("adamw", dict(learning_rate=0.01, amsgrad=True, weight_decay=0.05,
+                   gradient_accumulation_steps=3, use_ema=True,
+                   ema_overwrite_frequency=4), 3, 2.0**6),
+    ("lion", dict(learning_rate=0.01, beta_1=0.5, weight_decay=0.1,
+                  clipnorm=1.0, gradient_accumulation_steps=2), 3, 2.0**12),
+    ("schedule_free_adamw", dict(learning_rate=0.01, warmup_steps=4,
+                                 weight_decay=0.05, use_ema=True,
+                                 gradient_accumulation_steps=2), 3, 2.0**10),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.

@@ -132,17 +132,22 @@ def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
   """Sets the rule's slots and every ``count`` (to update steps) in a chain."""
   if isinstance(node, kv.state_class):
     fields = {}
+    # Fields that are not Keras slots keep their `init` value (e.g. a
+    # hyperparameter a state carries for a helper).
+    not_slots = ("count",) + tuple(getattr(node, "NOT_SLOTS", ()))
     for field in node._fields:
-      if field == "count":
+      if field in not_slots:
         continue
       ref = getattr(node, field)
+      # No slot: None, or a tree of Nones (it keeps the params' structure).
+      absent = ref is None or not jax.tree.leaves(ref)
       if field in kv.slots:
-        if ref is None:
+        if absent and kv.slots[field]:
           raise ValueError(
               f"The Keras optimizer has `{field}` slots that the optax_suite "
               "optimizer does not keep: build it with the same options.")
         fields[field] = _fill(ref, kv.slots[field], field)
-      elif ref is not None and field not in kv.optional_slots:
+      elif not absent and field not in kv.optional_slots:
         raise ValueError(
             f"The optax_suite optimizer keeps `{field}` slots the Keras "
             "optimizer does not have: build it with the same options.")

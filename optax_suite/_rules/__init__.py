@@ -10,11 +10,19 @@ registered by adding its module here.
 from optax_suite._rules import adadelta
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
+from optax_suite._rules import adamw
+from optax_suite._rules import lion
 from optax_suite._rules import rmsprop
+from optax_suite._rules import schedule_free_adamw
+from optax_suite._rules import sgd
 
 REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adadelta,
     adam,
     adamax,
+    adamw,
+    lion,
     rmsprop,
+    schedule_free_adamw,
+    sgd,
 )}
