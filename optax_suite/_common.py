@@ -212,7 +212,7 @@ def learning_rate_at(learning_rate: ScalarOrSchedule, step: jax.Array):
 # ----------------------------------------------------------------------------
 # Leaves. Only real floating-point leaves are trained; integer and boolean
 # leaves get a zero update and no slot (their slot is `None`); complex leaves
-# are refused at `init` with a ValueError naming them (`check_real`).
+# are refused at `init` with a ValueError naming them (`check_not_complex`).
 
 
 def is_trainable(x: Any) -> bool:
@@ -272,7 +272,7 @@ def copy_of(p: Any) -> Any:
   return jnp.array(p, copy=True)
 
 
-def check_real(params: Any) -> None:
+def check_not_complex(params: Any) -> None:
   """Refuses complex leaves, naming the first one's path.
 
   Keras's update rules are defined for real numbers only, and leaving a
@@ -292,9 +292,9 @@ def slots(params: Any, dtype: Any = None) -> Any:
   """A zero slot per trainable leaf of `params` (`None` for the others).
 
   Every rule's `init` builds its slots here, so a complex leaf is refused
-  here (see `check_real`).
+  here (see `check_not_complex`).
   """
-  check_real(params)
+  check_not_complex(params)
   return tree_map(lambda p: zeros_like(p, dtype), params)
 
 

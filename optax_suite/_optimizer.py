@@ -214,7 +214,7 @@ def keras_optimizer(
         1.0 if loss_scale_factor is None else loss_scale_factor, jnp.float32)
 
   def init_fn(params):
-    _common.check_real(params)  # Whatever the rule: never skip silently.
+    _common.check_not_complex(params)  # Whatever the rule: never skip silently.
     return KerasOptimizerState(
         count=jnp.zeros([], jnp.int32),
         loss_scale_factor=static_scale(),

@@ -86,7 +86,7 @@ def ema(
       gradient_accumulation_steps)
 
   def init_fn(params):
-    _common.check_real(params)
+    _common.check_not_complex(params)
     average = _common.tree_map(_common.copy_of, params)
     return EmaState(jnp.zeros([], jnp.int32), average,
                     jnp.zeros([], jnp.bool_))
