@@ -17,6 +17,9 @@ from optax_suite._rules.adamax import ScaleByAdamaxState
 from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adam import adam
 from optax_suite._rules.adamax import adamax
+from optax_suite._rules.muon import muon
+from optax_suite._rules.muon import scale_by_muon
+from optax_suite._rules.muon import ScaleByMuonState
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._options.clipping import clip_by_global_norm
@@ -58,6 +61,7 @@ __all__ = (
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByMuonState",
     "ScaleByRmspropState",
     "accumulate_gradients",
     "adadelta",
@@ -79,10 +83,12 @@ __all__ = (
     "keras_optimizer",
     "loss_scale_optimizer",
     "migrate_state",
+    "muon",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_muon",
     "scale_by_rmsprop",
     "scale_loss",
     "schedules",

@@ -33,6 +33,8 @@ CONFIGS = (
     ("adadelta", dict(learning_rate=1.0, clipnorm=1.0)),
     ("rmsprop", dict(learning_rate=0.003, momentum=0.5, centered=True,
                      loss_scale_factor=64.0)),
+    ("muon", dict(learning_rate=0.02, adam_lr_ratio=0.5, use_ema=True,
+                  ema_momentum=0.9)),
 )
 
 

@@ -30,7 +30,7 @@ from test_loss_scale import ours_ls_trajectory
 from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop}
+             "rmsprop": ox.rmsprop, "muon": ox.muon}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
@@ -53,6 +53,11 @@ RULE_BAD = {
     "adamax": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-1e-3, 1.0, INF])],
     "adadelta": [("rho", [-0.1, 1.0, NAN])],
     "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF])],
+    "muon": [("adam_beta_1", [-0.1, 1.0, NAN]), ("adam_beta_2", [1.0, INF]),
+             ("momentum", [-0.5, 1.0, NAN]), ("ns_steps", [-1, 2.5, "5"]),
+             ("rms_rate", [-0.2, NAN]), ("adam_lr_ratio", [-1.0, INF]),
+             ("adam_weight_decay", [-0.004, NAN]),
+             ("exclude_layers", ["dense", [1]]), ("muon_a", ["3", NAN])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -103,7 +108,10 @@ def test_edge_arguments_accepted(kind):
   """The closed ends of each interval are valid: 0 everywhere, 1 for EMA."""
   rule = {"adam": dict(beta_1=0.0, beta_2=0.0),
           "adamax": dict(beta_1=0.0, beta_2=0.0), "adadelta": dict(rho=0.0),
-          "rmsprop": dict(rho=0.0, momentum=0.0)}[kind]
+          "rmsprop": dict(rho=0.0, momentum=0.0),
+          "muon": dict(adam_beta_1=0.0, adam_beta_2=0.0, momentum=0.0,
+                       ns_steps=0, rms_rate=0.0, adam_weight_decay=0.0,
+                       adam_lr_ratio=0.0)}[kind]
   opt = FACTORIES[kind](epsilon=0.0, weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,
@@ -164,6 +172,9 @@ def test_grads_structure_mismatch_without_params(kind):
 def test_params_left_out(kind, options, needed):
   """`update` without params, when decay or EMA needs them, says so."""
   params = {"w": jnp.ones(3)}
+  if kind == "muon" and "weight_decay" not in options:
+    # Muon decays by default (0.004 on both branches), as Keras's.
+    options = dict(options, weight_decay=None, adam_weight_decay=None)
   opt = FACTORIES[kind](**options)
   state = opt.init(params)
   for update in (opt.update, jax.jit(opt.update)):

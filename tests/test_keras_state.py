@@ -49,6 +49,10 @@ CASES = {
         "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
         dict(var_names=["bias", "scale"])),
     "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
+    # Keras gives "velocity" slots to the Adam-branch variables only.
+    "muon-two-decays-exclude-by-name": (
+        "muon", dict(learning_rate=0.02, adam_weight_decay=0.02,
+                     adam_lr_ratio=0.5), dict(var_names=["bias"])),
 }
 
 

@@ -51,9 +51,15 @@ class _KerasVariables:
           f"optimizer has {len(names)} variables.")
     self.state_class, groups = _slot_groups(keras_optimizer)
     self.k = keras_optimizer.gradient_accumulation_steps
-    per_var = sum(len(g) for g in groups) + bool(keras_optimizer.use_ema) + (
-        bool(self.k))
+    # A field ending in "?" is a slot Keras adds to some variables only
+    # (Muon's Adam "velocity"): those groups are read by name, variable by
+    # variable, and only their required slots count here.
+    optional = any(f.endswith("?") for g in groups for _, f in g)
+    per_var = sum(not f.endswith("?") for g in groups for _, f in g) + bool(
+        keras_optimizer.use_ema) + bool(self.k)
     has_lr = len(values) - 1 - n_vars * per_var
+    if optional:
+      has_lr = int(len(names) > 1 and names[1].endswith("learning_rate"))
     if has_lr not in (0, 1) or any(
         getattr(v, "overwrite_with_gradient", False)
         for v in getattr(keras_optimizer, "_trainable_variables", ())):
@@ -83,6 +89,9 @@ class _KerasVariables:
         take(n_vars, "gradient_accumulator") if self.k else None)
     self.slots = {}
     for group in groups:
+      if any(f.endswith("?") for _, f in group):
+        pos = self._read_by_name(group, n_vars, names, values, pos)
+        continue
       block = values[pos:pos + n_vars * len(group)]
       block_names = names[pos:pos + n_vars * len(group)]
       for j, (keras_name, field) in enumerate(group):
@@ -93,6 +102,26 @@ class _KerasVariables:
                 "slot where Keras's build puts one.")
         self.slots[field] = block[j::len(group)]
       pos += n_vars * len(group)
+    if pos != len(values):
+      raise ValueError(
+          f"The Keras optimizer has {len(values) - pos} variables left over "
+          f"after the slots of {n_vars} trainable leaves of `params`: pass "
+          "the params the Keras optimizer was built for.")
+
+  def _read_by_name(self, group, n_vars, names, values, pos):
+    """Reads a group variable by variable; "?" slots may be absent."""
+    for _, field in group:
+      self.slots[field.rstrip("?")] = []
+    for _ in range(n_vars):
+      for keras_name, field in group:
+        if pos < len(names) and names[pos].endswith(keras_name):
+          self.slots[field.rstrip("?")].append(values[pos])
+          pos += 1
+        elif not field.endswith("?"):
+          raise ValueError(
+              f"Keras optimizer variable {names[pos:pos + 1]} is not a "
+              f"{keras_name!r} slot where Keras's build puts one.")
+    return pos
 
 
 def _n_trainable(params: Any) -> int:
@@ -102,6 +131,12 @@ def _n_trainable(params: Any) -> int:
 def _fill(reference: Any, values: Sequence[Any], what: str) -> Any:
   """``reference``'s tree, its non-None leaves replaced by ``values``."""
   leaves, treedef = jax.tree.flatten(reference, is_leaf=lambda x: x is None)
+  if len(values) != sum(ref is not None for ref in leaves):
+    raise ValueError(
+        f"The Keras optimizer has {len(values)} {what} variables where the "
+        f"optax_suite state has {sum(ref is not None for ref in leaves)}: "
+        "build both with the same options (and, for Muon, the same routing "
+        "of paths).")
   it = iter(values)
   out = []
   for ref in leaves:
@@ -310,14 +345,16 @@ def from_keras(
   config = dict(serialized["config"])
   if kv.learning_rate is not None:
     config["learning_rate"] = kv.learning_rate
-  if config.get("weight_decay") is not None:
+  decays = any(config.get(k) is not None
+               for k in ("weight_decay", "adam_weight_decay"))  # Muon: 2.
+  if decays:
     pattern = getattr(keras_optimizer, "_exclude_from_weight_decay_pattern",
                       None)
     if pattern is not None:
       config["exclude_from_weight_decay"] = [pattern.pattern]
   opt = _config.from_config(dict(serialized, config=config))
   excluded = getattr(keras_optimizer, "_exclude_from_weight_decay", None)
-  if config.get("weight_decay") is not None and excluded:
+  if decays and excluded:
     keras_vars = list(keras_optimizer._trainable_variables)  # pylint: disable=protected-access
     flags = iter([id(v) not in excluded for v in keras_vars])
     mask = _common.tree_map(
