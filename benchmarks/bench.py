@@ -54,9 +54,11 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1}
+# Muon: one slot (momentum) on the 2-D kernels that hold most numbers (two,
+# Adam's, on the vectors); its floor ignores the Newton-Schulz matmuls.
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "muon": 1}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop"}
+               "rmsprop": "RMSprop", "muon": "Muon"}
 
 
 # ----------------------------------------------------------------------------
@@ -118,6 +120,8 @@ def optax_rule(opt_name):
     return optax.scale_by_adamax(0.9, 0.999, eps=1e-7)
   if opt_name == "adadelta":
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
+  if opt_name == "muon":  # Its own lr of -1: the step up the gradient.
+    return optax.contrib.muon(learning_rate=-1.0, eps=1e-7)
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 

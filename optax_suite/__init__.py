@@ -38,6 +38,9 @@ from optax_suite._options.loss_scale import loss_scale_optimizer
 from optax_suite._options.loss_scale import LossScaleState
 from optax_suite._options.loss_scale import scale_loss
 from optax_suite._interop.keras_state import from_keras
+from optax_suite._options.multi_optimizer import multi_optimizer
+from optax_suite._options.multi_optimizer import MultiOptimizerState
+from optax_suite._options.multi_optimizer import OptimizerMap
 from optax_suite._interop.keras_state import state_from_keras
 from optax_suite._optimizer import keras_optimizer
 from optax_suite._optimizer import KerasOptimizer
@@ -58,6 +61,8 @@ __all__ = (
     "KerasOptimizer",
     "KerasOptimizerState",
     "LossScaleState",
+    "MultiOptimizerState",
+    "OptimizerMap",
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
@@ -83,6 +88,7 @@ __all__ = (
     "keras_optimizer",
     "loss_scale_optimizer",
     "migrate_state",
+    "multi_optimizer",
     "muon",
     "rmsprop",
     "scale_by_adadelta",

@@ -17,12 +17,14 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from optax_suite._options import accumulation as _accumulation
 from optax_suite import _common
 from optax_suite import _rules
 from optax_suite._interop import config as _config
 from optax_suite._options import ema as _ema
+from optax_suite._options import multi_optimizer as _multi
 from optax_suite import _optimizer
 
 
@@ -289,6 +291,9 @@ def state_from_keras(
     >>> int(state.count), state.inner[1].mu['w']
     (1, Array([ 0.1, -0.1], dtype=float32))
   """
+  if type(keras_optimizer).__name__ == "MultiOptimizer":
+    return _multi_state_from_keras(opt, keras_optimizer, params,
+                                   optimizer_variables)
   kv = _KerasVariables(keras_optimizer, _n_trainable(params),
                        optimizer_variables)
   found = []
@@ -298,6 +303,56 @@ def state_from_keras(
         "`opt` must be (or wrap exactly one) optimizer built by optax_suite's "
         f"factories; found {len(found)} in its state.")
   return state
+
+
+def _multi_state_from_keras(opt, keras_multi, params, optimizer_variables):
+  """A multi_optimizer's state from Keras's MultiOptimizer.
+
+  Keras's variables are its own (``iteration``, ``learning_rate``), then each
+  inner optimizer's. Each of our inner optimizers is paired with the Keras
+  one that holds the same leaves (by position), and imported on its leaves.
+  """
+  if getattr(opt, "factory", None) is not _multi.multi_optimizer:
+    raise ValueError(
+        "A Keras MultiOptimizer's state goes into an optax_suite "
+        f"multi_optimizer. Received: opt={opt!r}")
+  values = (list(optimizer_variables) if optimizer_variables is not None
+            else [v.value for v in keras_multi.variables])
+  own = len(keras_multi._variables)  # pylint: disable=protected-access
+  inner_keras = list(keras_multi.optimizers)
+  slices, pos = [], own
+  for k_opt in inner_keras:
+    slices.append(values[pos:pos + len(k_opt.variables)])
+    pos += len(k_opt.variables)
+  if pos != len(values):
+    raise ValueError(
+        f"`optimizer_variables` has {len(values)} entries; the Keras "
+        f"MultiOptimizer has {pos} variables.")
+  labels, transforms = opt.assign(params)
+  ours = [l for l, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params))
+          if _common.is_trainable(p)]
+  k_vars = list(keras_multi._trainable_variables)  # pylint: disable=protected-access
+  theirs = [keras_multi._var_to_optimizer_idx[keras_multi._var_key(v)]  # pylint: disable=protected-access
+            for v in k_vars]
+  pairs = dict(zip(ours, theirs))
+  if len(ours) != len(theirs) or len(set(pairs.values())) != len(pairs) or (
+      any(pairs[l] != k for l, k in zip(ours, theirs))):
+    raise ValueError(
+        "The multi_optimizer routes the leaves of `params` to optimizers "
+        "differently from the Keras MultiOptimizer (compare the paths, "
+        f"joined with '/', with Keras's variable paths). Ours: {ours}, "
+        f"Keras's: {theirs}.")
+  state = opt.init(params)
+  inner_states = dict(state.inner.inner_states)
+  for label, k in pairs.items():
+    masked = jax.tree.map(
+        lambda l, p, label=label: p if l == label else optax.MaskedNode(),
+        labels, params)
+    inner_states[label] = optax.MaskedState(inner_state=state_from_keras(
+        transforms[label], inner_keras[k], masked, slices[k]))
+  return state._replace(
+      count=jnp.asarray(int(np.asarray(values[0])), state.count.dtype),
+      inner=state.inner._replace(inner_states=inner_states))
 
 
 def from_keras(
@@ -339,6 +394,12 @@ def from_keras(
   """
   import keras  # pylint: disable=g-import-not-at-top
 
+  if type(keras_optimizer).__name__ == "MultiOptimizer":
+    # Rebuilt from its config (an OptimizerMap's keys are Keras's paths);
+    # each inner optimizer's learning rate is its config's.
+    opt = _config.from_config(keras.optimizers.serialize(keras_optimizer))
+    return opt, state_from_keras(opt, keras_optimizer, params,
+                                 optimizer_variables)
   kv = _KerasVariables(keras_optimizer, _n_trainable(params),
                        optimizer_variables)
   serialized = keras.optimizers.serialize(keras_optimizer)

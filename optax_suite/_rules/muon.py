@@ -35,22 +35,7 @@ class ScaleByMuonState(NamedTuple):
   nu: optax.Updates  # like params, Adam's 2nd moment; None on Muon leaves.
 
 
-def path_name(path: Sequence[Any]) -> str:
-  """A key path joined with "/", as Keras joins layer paths.
-
-  Dict keys, attribute and field names, and sequence indices (as decimal
-  strings) are the parts: ``{'encoder': {'dense': {'kernel': w}}}`` gives
-  ``"encoder/dense/kernel"`` for ``w``.
-  """
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+path_name = _common.path_name  # Keras-style "/"-joined key paths.
 
 
 def uses_newton_schulz(path: str, leaf: Any, exclude_layers=None,
