@@ -272,3 +272,19 @@ def _continue(opt, state, params, grads):
     params, state = step(params, state, g)
     out.append(jax.tree.map(np.asarray, params))
   return out, state
+
+
+def test_loss_scale_optimizer_around_it_matches_keras():
+  """Keras's LossScaleOptimizer around the MultiOptimizer, with inf/NaN
+  steps (skipped, scale halved) and growth every 3 finite steps."""
+  from test_loss_scale import hostile_grads  # pylint: disable=g-import-not-at-top
+  params = tree(7)
+  grads = hostile_grads(params, STEPS, bad_steps=(5, 6, 13, 20), seed=7)
+  expected, _ = keras_run(K.LossScaleOptimizer(
+      mixed(K, None), initial_scale=2.0**8, dynamic_growth_steps=3),
+      params, grads)
+  actual, state = ours_trajectory(ox.loss_scale_optimizer(
+      mixed(ox, None), initial_scale=2.0**8, dynamic_growth_steps=3),
+      params, grads)
+  assert max_deviation(expected, actual) <= TOL
+  assert float(state.scale) != 2.0**8

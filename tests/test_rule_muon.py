@@ -252,3 +252,17 @@ def test_low_precision_leaves_computed_in_float32():
 def test_bad_muon_arguments_refused(kwargs, arg):
   with pytest.raises(ValueError, match=arg):
     ox.muon(**kwargs)
+
+
+def test_state_from_keras_refuses_other_routing():
+  """Keras's velocity slots sit on its Adam variables; importing them into
+  a muon that routes differently (here every leaf to Adam) is refused."""
+  params = tree(5)
+  grads = varied_grads(params, 3, seed=7)
+  _, k_opt = keras_run(params, grads, learning_rate=0.01)
+  values = [v.value for v in k_opt.variables]
+  state = ox.state_from_keras(ox.muon(0.01), k_opt, params, values)
+  assert rule_state(state).nu["head"]["kernel"] is None
+  with pytest.raises(ValueError, match="velocity|nu|routing"):
+    ox.state_from_keras(ox.muon(0.01, exclude_layers=[".*"]), k_opt, params,
+                        values)
