@@ -55,10 +55,14 @@ CONFIGS = {
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
 SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1,
-         "adamw": 2, "lion": 1, "schedule_free_adamw": 2}
+         "adamw": 2, "lion": 1, "schedule_free_adamw": 2,
+         "muon": 1}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
                "rmsprop": "RMSprop", "sgd": "SGD", "adamw": "AdamW",
-               "lion": "Lion", "schedule_free_adamw": "ScheduleFreeAdamW"}
+               "lion": "Lion", "schedule_free_adamw": "ScheduleFreeAdamW",
+               "muon": "Muon"}
+# Muon: one slot (momentum) on the 2-D kernels that hold most numbers (two,
+# Adam's, on the vectors); its floor ignores the Newton-Schulz matmuls.
 # Weight decay an optimizer applies when a config sets none (Keras's AdamW
 # default); the optax chain gets it too, so both do the same work.
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}
@@ -130,6 +134,8 @@ def optax_rule(opt_name):
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
   if opt_name == "sgd":  # optax.sgd's momentum: a trace outside the lr.
     return optax.trace(decay=OWN_ARGS["sgd"]["momentum"])
+  if opt_name == "muon":  # Its own lr of -1: the step up the gradient.
+    return optax.contrib.muon(learning_rate=-1.0, eps=1e-7)
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 

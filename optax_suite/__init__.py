@@ -30,6 +30,9 @@ from optax_suite._options.loss_scale import DynamicLossScale
 from optax_suite._options.loss_scale import loss_scale_optimizer
 from optax_suite._options.loss_scale import LossScaleState
 from optax_suite._options.loss_scale import scale_loss
+from optax_suite._options.multi_optimizer import multi_optimizer
+from optax_suite._options.multi_optimizer import MultiOptimizerState
+from optax_suite._options.multi_optimizer import OptimizerMap
 from optax_suite._options.weight_decay import add_decoupled_weight_decay
 from optax_suite._options.weight_decay import decay_mask
 from optax_suite._options.weight_decay import DecoupledWeightDecayState
@@ -46,6 +49,9 @@ from optax_suite._rules.adamw import adamw
 from optax_suite._rules.lion import lion
 from optax_suite._rules.lion import scale_by_lion
 from optax_suite._rules.lion import ScaleByLionState
+from optax_suite._rules.muon import muon
+from optax_suite._rules.muon import scale_by_muon
+from optax_suite._rules.muon import ScaleByMuonState
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._rules.rmsprop import scale_by_rmsprop
 from optax_suite._rules.rmsprop import ScaleByRmspropState
@@ -67,10 +73,13 @@ __all__ = (
     "KerasOptimizer",
     "KerasOptimizerState",
     "LossScaleState",
+    "MultiOptimizerState",
+    "OptimizerMap",
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByLionState",
+    "ScaleByMuonState",
     "ScaleByRmspropState",
     "ScaleByScheduleFreeAdamwState",
     "ScaleBySgdState",
@@ -97,11 +106,14 @@ __all__ = (
     "lion",
     "loss_scale_optimizer",
     "migrate_state",
+    "multi_optimizer",
+    "muon",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_lion",
+    "scale_by_muon",
     "scale_by_rmsprop",
     "scale_by_schedule_free_adamw",
     "scale_by_sgd",

@@ -41,6 +41,8 @@ CONFIGS = (
                   use_ema=True, ema_momentum=0.8)),
     ("schedule_free_adamw", dict(learning_rate=0.01, warmup_steps=5,
                                  weight_decay=0.01, clipnorm=1.0)),
+    ("muon", dict(learning_rate=0.02, adam_lr_ratio=0.5, use_ema=True,
+                  ema_momentum=0.9)),
 )
 
 

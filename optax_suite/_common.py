@@ -382,3 +382,21 @@ def find_nodes(tree: Any, cls: type) -> list:
           tree, is_leaf=lambda x: isinstance(x, cls))
       if isinstance(node, cls)
   ]
+
+
+def path_name(path: Any) -> str:
+  """A key path joined with "/", as Keras joins layer paths.
+
+  Dict keys, attribute and field names, and sequence indices (as decimal
+  strings) are the parts: ``{'encoder': {'dense': {'kernel': w}}}`` gives
+  ``"encoder/dense/kernel"`` for ``w``.
+  """
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)

@@ -100,6 +100,29 @@ CATALOG: dict[str, Entry] = {
             epsilon=float(rng.choice([1e-8, 1e-5, 1e-3])),
             warmup_steps=int(rng.choice([0, 3, 10]))),
         learning_rates=(1e-3, 0.0025, 0.02)),
+    "muon": Entry(
+        "Muon",
+        own=(dict(learning_rate=0.02, nesterov=False),
+             dict(rms_rate=None, learning_rate=0.01, momentum=0.8),
+             dict(adam_lr_ratio=0.1, adam_beta_1=0.5, adam_beta_2=0.9,
+                  epsilon=1e-3, learning_rate=0.02),
+             dict(ns_steps=3, muon_a=2.0, muon_b=-1.5, muon_c=0.5),
+             dict(weight_decay=None, adam_weight_decay=0.1,
+                  learning_rate=0.05),
+             dict(weight_decay=0.1, adam_weight_decay=None,
+                  learning_rate=0.05),
+             dict(exclude_layers=["kernel"], learning_rate=0.01)),
+        random_own=lambda rng: dict(
+            adam_beta_1=float(rng.choice([0.5, 0.9])),
+            adam_beta_2=float(rng.choice([0.9, 0.999])),
+            epsilon=float(rng.choice([1e-7, 1e-3])),
+            adam_weight_decay=rng.choice([None, 0.004, 0.05]),
+            adam_lr_ratio=float(rng.choice([1.0, 0.1])),
+            momentum=float(rng.choice([0.5, 0.95])),
+            ns_steps=int(rng.integers(1, 6)),
+            nesterov=bool(rng.random() < 0.5),
+            rms_rate=rng.choice([None, 0.2, 1.0])),
+        learning_rates=(1e-3, 0.01, 0.02)),
 }
 
 KINDS = tuple(CATALOG)

@@ -33,7 +33,8 @@ from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
              "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,
-             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw}
+             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
+             "muon": ox.muon}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
@@ -66,6 +67,12 @@ RULE_BAD = {
     "schedule_free_adamw": [("beta_1", [0.0, -0.1, 1.5, NAN]),
                             ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD,
                             ("warmup_steps", [-1, 2.5, "3", True, None])],
+    "muon": [("adam_beta_1", [-0.1, 1.0, NAN]), ("adam_beta_2", [1.0, INF]),
+             ("momentum", [-0.5, 1.0, NAN]), ("ns_steps", [-1, 2.5, "5"]),
+             ("rms_rate", [-0.2, NAN]), ("adam_lr_ratio", [-1.0, INF]),
+             ("adam_weight_decay", [-0.004, NAN]),
+             ("exclude_layers", ["dense", [1]]), ("muon_a", ["3", NAN]),
+             EPSILON_BAD],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -122,7 +129,10 @@ def test_edge_arguments_accepted(kind):
           "adamw": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
           "lion": dict(beta_1=1.0, beta_2=1.0),
           "schedule_free_adamw": dict(beta_1=1.0, beta_2=0.0, epsilon=0.0,
-                                      warmup_steps=0)}[kind]
+                                      warmup_steps=0),
+          "muon": dict(adam_beta_1=0.0, adam_beta_2=0.0, momentum=0.0,
+                       ns_steps=0, rms_rate=0.0, adam_weight_decay=0.0,
+                       adam_lr_ratio=0.0, epsilon=0.0)}[kind]
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,
@@ -183,6 +193,9 @@ def test_grads_structure_mismatch_without_params(kind):
 def test_params_left_out(kind, options, needed):
   """`update` without params, when decay or EMA needs them, says so."""
   params = {"w": jnp.ones(3)}
+  if kind == "muon" and "weight_decay" not in options:
+    # Muon decays by default (0.004 on both branches), as Keras's.
+    options = dict(options, weight_decay=None, adam_weight_decay=None)
   opt = FACTORIES[kind](**options)
   if kind == "adamw":  # AdamW always decays (0.004 by default).
     needed = "weight decay"

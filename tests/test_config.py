@@ -83,6 +83,12 @@ OURS = {
         ox.schedules.exponential_decay(0.01, 4, 0.7), beta_1=0.8,
         warmup_steps=5, weight_decay=0.1, use_ema=True,
         ema_overwrite_frequency=4, gradient_accumulation_steps=2),
+    "muon-inverse-time": lambda: ox.muon(
+        ox.schedules.inverse_time_decay(0.02, 3, 0.5), adam_beta_1=0.8,
+        adam_weight_decay=0.01, weight_decay=0.02, exclude_layers=["conv"],
+        exclude_embeddings=False, ns_steps=3, nesterov=False, rms_rate=None,
+        adam_lr_ratio=0.5, use_ema=True, gradient_accumulation_steps=2,
+        exclude_from_weight_decay=["bias"]),
 }
 
 
@@ -111,6 +117,19 @@ def test_config_uses_keras_key_names_and_schedule_form():
   assert list(ours["config"]) == list(theirs["config"])
 
 
+def test_muon_config_is_keras_config():
+  """Muon's defaults and non-defaults, key for key and in Keras's order
+  (Keras writes `exclude_layers=None` as [], and its learning rate as a
+  float32, so the rates here are exact in float32)."""
+  for kw in (dict(learning_rate=0.03125), dict(learning_rate=0.5,exclude_layers=["head"], rms_rate=None, ns_steps=2,
+                      adam_weight_decay=None, weight_decay=None)):
+    ours = ox.get_config(ox.muon(**kw, name="muon"))
+    theirs = keras.optimizers.serialize(keras.optimizers.Muon(**kw,
+                                                              name="muon"))
+    assert ours == theirs
+    assert list(ours["config"]) == list(theirs["config"])
+
+
 def _keras_optimizers():
   """Keras optimizers to carry over: every class, every schedule."""
   out = {}
@@ -133,6 +152,9 @@ def _keras_optimizers():
       (keras.optimizers.ScheduleFreeAdamW, dict(beta_1=0.8, warmup_steps=3,
                                                 weight_decay=0.05,
                                                 clipvalue=0.5)),
+      (keras.optimizers.Muon, dict(exclude_layers=["kernel"], ns_steps=3,
+                                   rms_rate=None, adam_lr_ratio=0.5,
+                                   adam_weight_decay=None)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -153,7 +175,8 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
   assert ox.get_config(opt) == keras_dict
 
 
-@pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float"])
+@pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
+                                  "Muon-float"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))

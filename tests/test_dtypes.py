@@ -36,6 +36,7 @@ CASES = {
     "schedule_free_adamw": (ox.schedule_free_adamw,
                             ox.scale_by_schedule_free_adamw,
                             dict(learning_rate=0.01, warmup_steps=10)),
+    "muon": (ox.muon, ox.scale_by_muon, dict(learning_rate=0.01)),
 }
 # Ours / Keras's distance is seed noise around 1 where neither fails. For
 # SGD (no normalisation: the low-dtype rounding of w + v each step is the

@@ -65,6 +65,10 @@ CASES = {
     "schedule_free_adamw-warmup-exclude-by-name": (
         "schedule_free_adamw", dict(learning_rate=0.01, beta_1=0.8,
                                     warmup_steps=6), dict(var_names=["bias"])),
+    # Keras gives "velocity" slots to the Adam-branch variables only.
+    "muon-two-decays-exclude-by-name": (
+        "muon", dict(learning_rate=0.02, adam_weight_decay=0.02,
+                     adam_lr_ratio=0.5), dict(var_names=["bias"])),
 }
 
 

@@ -27,7 +27,8 @@ from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
              "adadelta": ox.adadelta, "sgd": ox.sgd, "adamw": ox.adamw,
-             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw}
+             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
+             "muon": ox.muon}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -107,6 +108,9 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
     ("schedule_free_adamw", dict(learning_rate=0.01, warmup_steps=4,
                                  weight_decay=0.05, use_ema=True,
                                  gradient_accumulation_steps=2), 3, 2.0**10),
+    ("muon", dict(learning_rate=0.02, gradient_accumulation_steps=2,
+                  use_ema=True, weight_decay=0.05, adam_weight_decay=0.02),
+     3, 2.0**8),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.

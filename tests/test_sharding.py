@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from catalog import KINDS
@@ -28,7 +29,7 @@ EVERYTHING_ON = dict(use_ema=True, ema_overwrite_frequency=3,
                      weight_decay=0.01)
 
 CHILD = textwrap.dedent("""
-    import json, sys
+    import json, re, sys
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     import optax_suite as ox
@@ -109,6 +110,9 @@ CHILD = textwrap.dedent("""
             "all_gathers": [l.strip()[:200] for l in hlo.splitlines()
                             if "all-gather" in l],
             "all_reduces": sum("all-reduce" in l for l in hlo.splitlines()),
+            "gathered_shapes": sorted(set(re.findall(
+                r"= [a-z0-9]+[[]([0-9,]*)[]][{][0-9,]*[}] all-gather[(]",
+                hlo))),
         }
 
     g = jax.device_put(grad_seq[0], shardings)
@@ -174,11 +178,30 @@ def test_sharded_run_equals_one_device_run(sharded, name):
   assert sharded[name]["state_vs_one_device"] <= 1e-5
 
 
+# Muon's Newton-Schulz multiplies whole matrices (X X^T, then by X), which
+# no element-wise layout can do shard-locally. Measured on the 2x4 mesh: the
+# 16x32 kernel sharded on both axes is never gathered whole (XLA gathers
+# 16x8 / 8x16 panels, a quarter of it, and the 8x8 Gram blocks, inside the
+# iteration), but the 12x8 "embed" matrix, sharded on one axis only, is
+# gathered whole (12x8) on every device for the products.
+NEWTON_SCHULZ = {"muon": {"never_whole": "16,32", "whole": "12,8"}}
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_step_moves_no_parameter_between_devices(sharded, name):
   """The compiled step has no all-gather: every update stays on the shard
-  that owns it; only scalars (the global norm) are all-reduced."""
-  assert sharded[name]["all_gathers"] == []
+  that owns it; only scalars (the global norm) are all-reduced. Muon's
+  Newton-Schulz is the exception, measured and pinned here."""
+  if name in NEWTON_SCHULZ:
+    shapes = sharded[name]["gathered_shapes"]
+    expected = NEWTON_SCHULZ[name]
+    assert expected["never_whole"] not in shapes
+    assert "32,16" not in shapes
+    assert expected["whole"] in shapes  # Documented in muon's docstring.
+    assert all(int(np.prod([int(d) for d in s.split(",")])) <= 16 * 8
+               for s in shapes), shapes
+  else:
+    assert sharded[name]["all_gathers"] == []
   assert sharded[name]["all_reduces"] >= 1  # The global norm does reduce.
 
 

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from optax_suite import _common
+from optax_suite._options import multi_optimizer as _multi
 from optax_suite import _rules
 from optax_suite import _schedules
 from optax_suite._options import loss_scale as _loss_scale
@@ -38,6 +39,9 @@ _EXTRA_KEYS = ("exclude_from_weight_decay",)
 _LOSS_SCALE = "LossScaleOptimizer"
 _LOSS_SCALE_KEYS = ("name", "inner_optimizer", "initial_scale",
                     "dynamic_growth_steps")
+_MULTI = "MultiOptimizer"
+_MULTI_KEYS = ("optimizer_map", "loss_scale_factor", "name")
+_MAP = "OptimizerMap"
 _SERIALIZED_KEYS = ("module", "class_name", "config", "registered_name")
 _KERAS_MODULE = "keras.optimizers"
 
@@ -121,6 +125,8 @@ def get_config(opt: Any) -> dict[str, Any]:
         },
         "registered_name": None,
     }
+  if factory is _multi.multi_optimizer:
+    return _multi_config(config)
   if not isinstance(config, dict) or factory not in _CLASS_OF_FACTORY:
     raise ValueError(
         "`opt` must be an optimizer built by optax_suite.adam, adamax, "
@@ -145,6 +151,56 @@ def get_config(opt: Any) -> dict[str, Any]:
           "registered_name": None}
 
 
+def _multi_config(config: dict[str, Any]) -> dict[str, Any]:
+  """Keras's ``MultiOptimizer`` dict: its ``OptimizerMap``, each inner
+  optimizer with the multi-optimizer's ``loss_scale_factor`` (Keras sets it
+  on them)."""
+  optimizer_map = config["optimizer_map"]
+  if not isinstance(optimizer_map, _multi.OptimizerMap):
+    raise ValueError(
+        "A multi_optimizer built on a callable has no JSON form; build it on "
+        f"an OptimizerMap. Received: optimizer_map={optimizer_map!r}")
+  factor = _plain("loss_scale_factor", config["loss_scale_factor"])
+
+  def inner(opt):
+    d = get_config(opt)
+    d["config"]["loss_scale_factor"] = factor
+    return d
+
+  serialized_map = {
+      "module": _KERAS_MODULE, "class_name": _MAP,
+      "config": {
+          "default_optimizer": inner(optimizer_map.default_optimizer),
+          "optimizer_map": {k: inner(v) for k, v in optimizer_map.items()},
+      },
+      "registered_name": None,
+  }
+  return {"module": _KERAS_MODULE, "class_name": _MULTI,
+          "config": {"optimizer_map": serialized_map,
+                     "loss_scale_factor": factor, "name": config["name"]},
+          "registered_name": None}
+
+
+def _multi_from_config(config: Mapping[str, Any]) -> Any:
+  _check_keys(f"the config of {_MULTI}", config, _MULTI_KEYS)
+  serialized_map = config.get("optimizer_map")
+  if not isinstance(serialized_map, Mapping) or (
+      serialized_map.get("class_name") != _MAP):
+    raise ValueError(
+        f"The config of {_MULTI} needs a serialized {_MAP} under "
+        f"'optimizer_map'. Received: {serialized_map!r}")
+  map_config = serialized_map.get("config") or {}
+  _check_keys(f"the config of {_MAP}", map_config,
+              ("default_optimizer", "optimizer_map"))
+  optimizer_map = _multi.OptimizerMap(
+      from_config(map_config["default_optimizer"]),
+      {k: from_config(v) for k, v in
+       (map_config.get("optimizer_map") or {}).items()})
+  return _multi.multi_optimizer(
+      optimizer_map, loss_scale_factor=config.get("loss_scale_factor"),
+      name=config.get("name"))
+
+
 def _check_keys(where: str, got: Mapping[str, Any], allowed) -> None:
   unknown = [k for k in got if k not in allowed]
   if unknown:
@@ -155,9 +211,10 @@ def _check_keys(where: str, got: Mapping[str, Any], allowed) -> None:
 
 def _class_name(name: Any) -> str:
   """Keras's class name, also from a lower-case alias ('adam', 'rmsprop')."""
-  known = list(_OPTIMIZERS) + [_LOSS_SCALE]
+  known = list(_OPTIMIZERS) + [_LOSS_SCALE, _MULTI]
   by_lower = {k.lower(): k for k in known}
   by_lower["loss_scale_optimizer"] = _LOSS_SCALE
+  by_lower["multi_optimizer"] = _MULTI
   if isinstance(name, str) and name in known:
     return name
   if isinstance(name, str) and name.lower() in by_lower:
@@ -230,6 +287,8 @@ def from_config(config: Mapping[str, Any],
         "`class_name` is needed with a plain config dict (one without a "
         f"'class_name' key). Received: config={dict(config)!r}")
   class_name = _class_name(class_name)
+  if class_name == _MULTI:
+    return _multi_from_config(config)
   if class_name == _LOSS_SCALE:
     _check_keys(f"the config of {class_name}", config, _LOSS_SCALE_KEYS)
     if "inner_optimizer" not in config:

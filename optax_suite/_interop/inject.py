@@ -25,6 +25,8 @@ _STATIC_ARGUMENTS = (
     "amsgrad", "centered", "use_ema", "gradient_accumulation_steps",
     "ema_overwrite_frequency", "name", "exclude_from_weight_decay",
     "weight_decay_mask",
+    # Muon: the Newton-Schulz step count (a static loop) and its routing.
+    "ns_steps", "nesterov", "exclude_layers", "exclude_embeddings",
 )
 
 

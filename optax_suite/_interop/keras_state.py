@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
@@ -24,6 +25,7 @@ from optax_suite import _rules
 from optax_suite._interop import config as _config
 from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import ema as _ema
+from optax_suite._options import multi_optimizer as _multi
 
 
 def _slot_groups(
@@ -54,9 +56,15 @@ class _KerasVariables:
     self.state_class, groups, self.optional_slots = _slot_groups(
         keras_optimizer)
     self.k = keras_optimizer.gradient_accumulation_steps
-    per_var = sum(len(g) for g in groups) + bool(keras_optimizer.use_ema) + (
-        bool(self.k))
+    # A field ending in "?" is a slot Keras adds to some variables only
+    # (Muon's Adam "velocity"): those groups are read by name, variable by
+    # variable, and only their required slots count here.
+    optional = any(f.endswith("?") for g in groups for _, f in g)
+    per_var = sum(not f.endswith("?") for g in groups for _, f in g) + bool(
+        keras_optimizer.use_ema) + bool(self.k)
     has_lr = len(values) - 1 - n_vars * per_var
+    if optional:
+      has_lr = int(len(names) > 1 and names[1].endswith("learning_rate"))
     if has_lr not in (0, 1) or any(
         getattr(v, "overwrite_with_gradient", False)
         for v in getattr(keras_optimizer, "_trainable_variables", ())):
@@ -86,6 +94,9 @@ class _KerasVariables:
         take(n_vars, "gradient_accumulator") if self.k else None)
     self.slots = {}
     for group in groups:
+      if any(f.endswith("?") for _, f in group):
+        pos = self._read_by_name(group, n_vars, names, values, pos)
+        continue
       block = values[pos:pos + n_vars * len(group)]
       block_names = names[pos:pos + n_vars * len(group)]
       for j, (keras_name, field) in enumerate(group):
@@ -96,6 +107,26 @@ class _KerasVariables:
                 "slot where Keras's build puts one.")
         self.slots[field] = block[j::len(group)]
       pos += n_vars * len(group)
+    if pos != len(values):
+      raise ValueError(
+          f"The Keras optimizer has {len(values) - pos} variables left over "
+          f"after the slots of {n_vars} trainable leaves of `params`: pass "
+          "the params the Keras optimizer was built for.")
+
+  def _read_by_name(self, group, n_vars, names, values, pos):
+    """Reads a group variable by variable; "?" slots may be absent."""
+    for _, field in group:
+      self.slots[field.rstrip("?")] = []
+    for _ in range(n_vars):
+      for keras_name, field in group:
+        if pos < len(names) and names[pos].endswith(keras_name):
+          self.slots[field.rstrip("?")].append(values[pos])
+          pos += 1
+        elif not field.endswith("?"):
+          raise ValueError(
+              f"Keras optimizer variable {names[pos:pos + 1]} is not a "
+              f"{keras_name!r} slot where Keras's build puts one.")
+    return pos
 
 
 def _n_trainable(params: Any) -> int:
@@ -105,6 +136,12 @@ def _n_trainable(params: Any) -> int:
 def _fill(reference: Any, values: Sequence[Any], what: str) -> Any:
   """``reference``'s tree, its non-None leaves replaced by ``values``."""
   leaves, treedef = jax.tree.flatten(reference, is_leaf=lambda x: x is None)
+  if len(values) != sum(ref is not None for ref in leaves):
+    raise ValueError(
+        f"The Keras optimizer has {len(values)} {what} variables where the "
+        f"optax_suite state has {sum(ref is not None for ref in leaves)}: "
+        "build both with the same options (and, for Muon, the same routing "
+        "of paths).")
   it = iter(values)
   out: list[Any] = []
   for ref in leaves:
@@ -262,6 +299,9 @@ def state_from_keras(
     >>> int(state.count), state.inner[1].mu['w']
     (1, Array([ 0.1, -0.1], dtype=float32))
   """
+  if type(keras_optimizer).__name__ == "MultiOptimizer":
+    return _multi_state_from_keras(opt, keras_optimizer, params,
+                                   optimizer_variables)
   kv = _KerasVariables(keras_optimizer, _n_trainable(params),
                        optimizer_variables)
   found: list[Any] = []
@@ -271,6 +311,56 @@ def state_from_keras(
         "`opt` must be (or wrap exactly one) optimizer built by optax_suite's "
         f"factories; found {len(found)} in its state.")
   return state
+
+
+def _multi_state_from_keras(opt, keras_multi, params, optimizer_variables):
+  """A multi_optimizer's state from Keras's MultiOptimizer.
+
+  Keras's variables are its own (``iteration``, ``learning_rate``), then each
+  inner optimizer's. Each of our inner optimizers is paired with the Keras
+  one that holds the same leaves (by position), and imported on its leaves.
+  """
+  if getattr(opt, "factory", None) is not _multi.multi_optimizer:
+    raise ValueError(
+        "A Keras MultiOptimizer's state goes into an optax_suite "
+        f"multi_optimizer. Received: opt={opt!r}")
+  values = (list(optimizer_variables) if optimizer_variables is not None
+            else [v.value for v in keras_multi.variables])
+  own = len(keras_multi._variables)  # pylint: disable=protected-access
+  inner_keras = list(keras_multi.optimizers)
+  slices, pos = [], own
+  for k_opt in inner_keras:
+    slices.append(values[pos:pos + len(k_opt.variables)])
+    pos += len(k_opt.variables)
+  if pos != len(values):
+    raise ValueError(
+        f"`optimizer_variables` has {len(values)} entries; the Keras "
+        f"MultiOptimizer has {pos} variables.")
+  labels, transforms = opt.assign(params)
+  ours = [l for l, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params))
+          if _common.is_trainable(p)]
+  k_vars = list(keras_multi._trainable_variables)  # pylint: disable=protected-access
+  theirs = [keras_multi._var_to_optimizer_idx[keras_multi._var_key(v)]  # pylint: disable=protected-access
+            for v in k_vars]
+  pairs = dict(zip(ours, theirs))
+  if len(ours) != len(theirs) or len(set(pairs.values())) != len(pairs) or (
+      any(pairs[l] != k for l, k in zip(ours, theirs))):
+    raise ValueError(
+        "The multi_optimizer routes the leaves of `params` to optimizers "
+        "differently from the Keras MultiOptimizer (compare the paths, "
+        f"joined with '/', with Keras's variable paths). Ours: {ours}, "
+        f"Keras's: {theirs}.")
+  state = opt.init(params)
+  inner_states = dict(state.inner.inner_states)
+  for label, k in pairs.items():
+    masked = jax.tree.map(
+        lambda l, p, label=label: p if l == label else optax.MaskedNode(),
+        labels, params)
+    inner_states[label] = optax.MaskedState(inner_state=state_from_keras(
+        transforms[label], inner_keras[k], masked, slices[k]))
+  return state._replace(
+      count=jnp.asarray(int(np.asarray(values[0])), state.count.dtype),
+      inner=state.inner._replace(inner_states=inner_states))
 
 
 def from_keras(
@@ -313,20 +403,28 @@ def from_keras(
   """
   import keras  # pylint: disable=g-import-not-at-top
 
+  if type(keras_optimizer).__name__ == "MultiOptimizer":
+    # Rebuilt from its config (an OptimizerMap's keys are Keras's paths);
+    # each inner optimizer's learning rate is its config's.
+    opt = _config.from_config(keras.optimizers.serialize(keras_optimizer))
+    return opt, state_from_keras(opt, keras_optimizer, params,
+                                 optimizer_variables)
   kv = _KerasVariables(keras_optimizer, _n_trainable(params),
                        optimizer_variables)
   serialized = keras.optimizers.serialize(keras_optimizer)
   config = dict(serialized["config"])
   if kv.learning_rate is not None:
     config["learning_rate"] = kv.learning_rate
-  if config.get("weight_decay") is not None:
+  decays = any(config.get(k) is not None
+               for k in ("weight_decay", "adam_weight_decay"))  # Muon: 2.
+  if decays:
     pattern = getattr(keras_optimizer, "_exclude_from_weight_decay_pattern",
                       None)
     if pattern is not None:
       config["exclude_from_weight_decay"] = [pattern.pattern]
   opt = _config.from_config(dict(serialized, config=config))
   excluded = getattr(keras_optimizer, "_exclude_from_weight_decay", None)
-  if config.get("weight_decay") is not None and excluded:
+  if decays and excluded:
     keras_vars = list(keras_optimizer._trainable_variables)  # pylint: disable=protected-access
     flags = iter([id(v) not in excluded for v in keras_vars])
     mask = _common.tree_map(

@@ -12,6 +12,7 @@ from optax_suite._rules import adam
 from optax_suite._rules import adamax
 from optax_suite._rules import adamw
 from optax_suite._rules import lion
+from optax_suite._rules import muon
 from optax_suite._rules import rmsprop
 from optax_suite._rules import schedule_free_adamw
 from optax_suite._rules import sgd
@@ -22,6 +23,7 @@ REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adamax,
     adamw,
     lion,
+    muon,
     rmsprop,
     schedule_free_adamw,
     sgd,
