@@ -54,9 +54,9 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1}
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "adagrad": 1}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop"}
+               "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
 
 # ----------------------------------------------------------------------------
@@ -118,6 +118,8 @@ def optax_rule(opt_name):
     return optax.scale_by_adamax(0.9, 0.999, eps=1e-7)
   if opt_name == "adadelta":
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
+  if opt_name == "adagrad":
+    return optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 

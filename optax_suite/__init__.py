@@ -10,6 +10,9 @@ from optax_suite._options.accumulation import accumulate_gradients
 from optax_suite._options.accumulation import AccumulationState
 from optax_suite._rules.adadelta import scale_by_adadelta
 from optax_suite._rules.adadelta import ScaleByAdadeltaState
+from optax_suite._rules.adagrad import adagrad
+from optax_suite._rules.adagrad import scale_by_adagrad
+from optax_suite._rules.adagrad import ScaleByAdagradState
 from optax_suite._rules.adam import scale_by_adam
 from optax_suite._rules.adam import ScaleByAdamState
 from optax_suite._rules.adamax import scale_by_adamax
@@ -56,11 +59,13 @@ __all__ = (
     "KerasOptimizerState",
     "LossScaleState",
     "ScaleByAdadeltaState",
+    "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByRmspropState",
     "accumulate_gradients",
     "adadelta",
+    "adagrad",
     "adam",
     "adamax",
     "add_decoupled_weight_decay",
@@ -81,6 +86,7 @@ __all__ = (
     "migrate_state",
     "rmsprop",
     "scale_by_adadelta",
+    "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_rmsprop",

@@ -33,6 +33,8 @@ CONFIGS = (
     ("adadelta", dict(learning_rate=1.0, clipnorm=1.0)),
     ("rmsprop", dict(learning_rate=0.003, momentum=0.5, centered=True,
                      loss_scale_factor=64.0)),
+    ("adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.1,
+                     clipvalue=1.0, use_ema=True)),
 )
 
 

@@ -64,6 +64,14 @@ CATALOG: dict[str, Entry] = {
             momentum=float(rng.choice([0.0, 0.3, 0.9])),
             centered=bool(rng.random() < 0.5),
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+    "adagrad": Entry(
+        "Adagrad", parity_learning_rate=0.01,
+        own=(dict(learning_rate=0.05, initial_accumulator_value=0.0),
+             dict(learning_rate=0.1, initial_accumulator_value=1.0,
+                  epsilon=1e-3)),
+        random_own=lambda rng: dict(
+            initial_accumulator_value=float(rng.choice([0.0, 0.1, 1.0])),
+            epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
 }
 
 KINDS = tuple(CATALOG)

@@ -69,6 +69,11 @@ OURS = {
         ox.schedules.cosine_decay_restarts(0.03, 5, 1.5, 0.8, 0.05),
         momentum=0.5, centered=True, weight_decay=0.1,
         exclude_from_weight_decay=["kernel"]),
+    "adagrad-polynomial": lambda: ox.adagrad(
+        ox.schedules.polynomial_decay(0.1, 7, 0.01, power=2.0, cycle=True),
+        initial_accumulator_value=0.2, epsilon=1e-5, weight_decay=0.05,
+        clipvalue=0.5, use_ema=True, gradient_accumulation_steps=2,
+        name="my_adagrad"),
 }
 
 
@@ -110,6 +115,9 @@ def _keras_optimizers():
                                        loss_scale_factor=8.0)),
       (keras.optimizers.RMSprop, dict(momentum=0.4, centered=True,
                                       clipvalue=0.1, weight_decay=0.01)),
+      (keras.optimizers.Adagrad, dict(initial_accumulator_value=0.3,
+                                      epsilon=1e-5, use_ema=True,
+                                      ema_overwrite_frequency=4)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -130,7 +138,8 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
   assert ox.get_config(opt) == keras_dict
 
 
-@pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float"])
+@pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
+                                  "Adagrad-PiecewiseConstantDecay"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))

@@ -29,6 +29,7 @@ CASES = {
     "adamax": (ox.adamax, ox.scale_by_adamax, dict(learning_rate=0.01)),
     "rmsprop": (ox.rmsprop, ox.scale_by_rmsprop, dict(learning_rate=0.01)),
     "adadelta": (ox.adadelta, ox.scale_by_adadelta, dict(learning_rate=1.0)),
+    "adagrad": (ox.adagrad, ox.scale_by_adagrad, dict(learning_rate=0.01)),
 }
 
 

@@ -49,6 +49,9 @@ CASES = {
         "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
         dict(var_names=["bias", "scale"])),
     "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
+    "adagrad-initial-accumulator-exclude-by-name": (
+        "adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.3,
+                        epsilon=1e-4), dict(var_names=["kernel"])),
 }
 
 

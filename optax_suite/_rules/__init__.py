@@ -8,12 +8,14 @@ registered by adding its module here.
 """
 
 from optax_suite._rules import adadelta
+from optax_suite._rules import adagrad
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
 from optax_suite._rules import rmsprop
 
 REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adadelta,
+    adagrad,
     adam,
     adamax,
     rmsprop,
