@@ -54,9 +54,10 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "adagrad": 1}
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "adagrad": 1,
+         "nadam": 2}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+               "rmsprop": "RMSprop", "adagrad": "Adagrad", "nadam": "Nadam"}
 
 
 # ----------------------------------------------------------------------------
@@ -120,6 +121,8 @@ def optax_rule(opt_name):
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
   if opt_name == "adagrad":
     return optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
+  if opt_name == "nadam":  # optax's nadam: Nesterov Adam, no schedule.
+    return optax.scale_by_adam(0.9, 0.999, eps=1e-7, nesterov=True)
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 

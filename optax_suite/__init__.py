@@ -20,6 +20,9 @@ from optax_suite._rules.adamax import ScaleByAdamaxState
 from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adam import adam
 from optax_suite._rules.adamax import adamax
+from optax_suite._rules.nadam import nadam
+from optax_suite._rules.nadam import scale_by_nadam
+from optax_suite._rules.nadam import ScaleByNadamState
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._options.clipping import clip_by_global_norm
@@ -62,6 +65,7 @@ __all__ = (
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByNadamState",
     "ScaleByRmspropState",
     "accumulate_gradients",
     "adadelta",
@@ -84,11 +88,13 @@ __all__ = (
     "keras_optimizer",
     "loss_scale_optimizer",
     "migrate_state",
+    "nadam",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_nadam",
     "scale_by_rmsprop",
     "scale_loss",
     "schedules",

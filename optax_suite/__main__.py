@@ -35,6 +35,8 @@ CONFIGS = (
                      loss_scale_factor=64.0)),
     ("adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.1,
                      clipvalue=1.0, use_ema=True)),
+    ("nadam", dict(learning_rate=0.01, global_clipnorm=1.0,
+                   gradient_accumulation_steps=2, weight_decay=1e-3)),
 )
 
 

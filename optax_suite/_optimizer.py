@@ -278,12 +278,15 @@ class KerasSpec:
     slot_groups: ``keras_optimizer -> [[(keras slot name, state field)]]``,
       the slots in the order Keras's ``build`` adds them: each group's slots
       interleaved variable by variable, groups one after another.
+    scalars: ``((keras variable name, state field), ...)``, scalar variables
+      the rule's ``build`` adds after its slots (e.g. Nadam's ``u_product``).
   """
   class_name: str
   factory: Callable[..., Any]
   own_keys: tuple[str, ...]
   state_class: type
   slot_groups: Callable[[Any], list]
+  scalars: tuple[tuple[str, str], ...] = ()
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.

@@ -72,6 +72,12 @@ CATALOG: dict[str, Entry] = {
         random_own=lambda rng: dict(
             initial_accumulator_value=float(rng.choice([0.0, 0.1, 1.0])),
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+    "nadam": Entry(
+        "Nadam", parity_learning_rate=0.01,
+        own=(dict(learning_rate=0.02),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+             dict(beta_1=0.0, beta_2=0.5)),
+        random_own=_adam_like),
 }
 
 KINDS = tuple(CATALOG)

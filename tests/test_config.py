@@ -74,6 +74,11 @@ OURS = {
         initial_accumulator_value=0.2, epsilon=1e-5, weight_decay=0.05,
         clipvalue=0.5, use_ema=True, gradient_accumulation_steps=2,
         name="my_adagrad"),
+    "nadam-exponential": lambda: ox.nadam(
+        ox.schedules.exponential_decay(0.05, 4, 0.7, staircase=True),
+        beta_1=0.8, beta_2=0.99, epsilon=1e-5, global_clipnorm=1.0,
+        weight_decay=0.01, use_ema=True, ema_overwrite_frequency=5,
+        loss_scale_factor=16.0, exclude_from_weight_decay=["bias"]),
 }
 
 
@@ -118,6 +123,9 @@ def _keras_optimizers():
       (keras.optimizers.Adagrad, dict(initial_accumulator_value=0.3,
                                       epsilon=1e-5, use_ema=True,
                                       ema_overwrite_frequency=4)),
+      (keras.optimizers.Nadam, dict(beta_1=0.8, beta_2=0.99, epsilon=1e-5,
+                                    clipnorm=1.0, weight_decay=0.02,
+                                    gradient_accumulation_steps=3)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -139,7 +147,8 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
 
 
 @pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
-                                  "Adagrad-PiecewiseConstantDecay"])
+                                  "Adagrad-PiecewiseConstantDecay",
+                                  "Nadam-PolynomialDecay"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))

@@ -30,6 +30,7 @@ CASES = {
     "rmsprop": (ox.rmsprop, ox.scale_by_rmsprop, dict(learning_rate=0.01)),
     "adadelta": (ox.adadelta, ox.scale_by_adadelta, dict(learning_rate=1.0)),
     "adagrad": (ox.adagrad, ox.scale_by_adagrad, dict(learning_rate=0.01)),
+    "nadam": (ox.nadam, ox.scale_by_nadam, dict(learning_rate=0.01)),
 }
 
 

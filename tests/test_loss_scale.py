@@ -20,12 +20,13 @@ import pytest
 import optax_suite as ox
 from keras_oracle import KERAS_CLASSES
 from keras_oracle import build_keras
+from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import max_deviation
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
-             "adadelta": ox.adadelta, "adagrad": ox.adagrad}
+             "adadelta": ox.adadelta, "adagrad": ox.adagrad, "nadam": ox.nadam}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -115,6 +116,41 @@ def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   got, got_scale, _ = ours_ls_trajectory(opt, params, grads)
   assert got_scale == want_scale
   assert len(set(got_scale)) >= 4  # it both grew and shrank
+  assert max_deviation(want, got) <= 1e-6
+
+
+def test_nadam_matches_keras_nadam_fed_the_steps_the_scale_lets_through():
+  """Nadam under dynamic loss scaling, 40 steps, 7 of them bad.
+
+  Keras's LossScaleOptimizer does not list Nadam's ``u_product`` among its
+  variables, so its ``stateless_apply`` (Keras's JAX training path) starts
+  it at 1 again on every step (tests/test_rule_nadam.py shows it); Keras's
+  other backends keep it. The oracle is therefore what a loss-scale
+  optimizer means: Keras's own Nadam fed, on the finite steps only, the
+  gradients divided by the scale Keras's LossScaleOptimizer held before the
+  step. The scale itself is compared with that optimizer's.
+  """
+  kwargs = dict(learning_rate=0.01, beta_1=0.8, use_ema=True,
+                gradient_accumulation_steps=3, ema_momentum=0.9, clipnorm=2.0)
+  params = make_params()
+  grads = hostile_grads(params, 40, bad_steps=(5, 6, 13, 14, 15, 20, 33))
+  initial, growth = 2.0**12, 3
+  _, want_scale = keras_ls_trajectory(
+      "nadam", params, grads, initial, growth, **kwargs)
+  before = [initial] + want_scale[:-1]
+  finite = [bool(ox.all_finite(g)) for g in grads]
+  taken = [jax.tree.map(lambda x, s=s: x / np.float32(s), g)
+           for g, s, ok in zip(grads, before, finite) if ok]
+  inner, _ = keras_trajectory("nadam", params, taken, **kwargs)
+  want, last, it = [], params, iter(inner)
+  for ok in finite:
+    last = next(it) if ok else last
+    want.append(last)
+  got, got_scale, _ = ours_ls_trajectory(
+      ox.loss_scale_optimizer(ox.nadam(**kwargs), initial, growth), params,
+      grads)
+  assert got_scale == want_scale
+  assert len(set(got_scale)) >= 4 and not all(finite)
   assert max_deviation(want, got) <= 1e-6
 
 

@@ -1,17 +1,19 @@
 """Importing a Keras optimizer's state, to resume a Keras run in JAX.
 
-A built ``keras.optimizers.Adam`` (``Adamax``, ``Adadelta``, ``RMSprop``)
-holds, in ``optimizer.variables`` and in this order: ``iteration`` (calls so
-far), ``learning_rate`` (unless it is a schedule or callable), the parameter
-averages (with ``use_ema``), the gradient accumulators (with
-``gradient_accumulation_steps``) and the optimizer's slots, as its ``build``
-adds them. :func:`state_from_keras` reads that list into the state of the
-equivalent optax_suite optimizer, and :func:`from_keras` also builds that
-optimizer, so training continues step for step.
+A built Keras optimizer (``keras.optimizers.Adam`` and every class in the
+registry) holds, in ``optimizer.variables`` and in this order: ``iteration``
+(calls so far), ``learning_rate`` (unless it is a schedule or callable), the
+parameter averages (with ``use_ema``), the gradient accumulators (with
+``gradient_accumulation_steps``), the optimizer's slots, as its ``build``
+adds them, and any scalar its ``build`` adds last (Nadam's ``u_product``).
+:func:`state_from_keras` reads that list into the state of the equivalent
+optax_suite optimizer, and :func:`from_keras` also builds that optimizer, so
+training continues step for step.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional, Sequence
 
 import jax
@@ -26,15 +28,15 @@ from optax_suite._options import ema as _ema
 from optax_suite import _optimizer
 
 
-def _slot_groups(keras_optimizer: Any) -> tuple[type, list]:
-  """The rule's state class and its slots as Keras's ``build`` adds them."""
+def _spec(keras_optimizer: Any) -> _optimizer.KerasSpec:
+  """The registered spec of a Keras optimizer's class."""
   spec = _rules.REGISTRY.get(type(keras_optimizer).__name__)
   if spec is None:
     raise ValueError(
         "Unsupported Keras optimizer: the state of "
         f"{', '.join(sorted(_rules.REGISTRY))} can be imported. "
         f"Received: {type(keras_optimizer).__name__}")
-  return spec.state_class, spec.slot_groups(keras_optimizer)
+  return spec
 
 
 class _KerasVariables:
@@ -49,25 +51,29 @@ class _KerasVariables:
       raise ValueError(
           f"`optimizer_variables` has {len(values)} entries but the Keras "
           f"optimizer has {len(names)} variables.")
-    self.state_class, groups = _slot_groups(keras_optimizer)
+    spec = _spec(keras_optimizer)
+    self.state_class = spec.state_class
+    groups = spec.slot_groups(keras_optimizer)
     self.k = keras_optimizer.gradient_accumulation_steps
     per_var = sum(len(g) for g in groups) + bool(keras_optimizer.use_ema) + (
         bool(self.k))
-    has_lr = len(values) - 1 - n_vars * per_var
+    has_lr = len(values) - 1 - n_vars * per_var - len(spec.scalars)
     if has_lr not in (0, 1) or any(
         getattr(v, "overwrite_with_gradient", False)
         for v in getattr(keras_optimizer, "_trainable_variables", ())):
       raise ValueError(
           f"The Keras optimizer's {len(values)} variables do not match "
           f"{n_vars} trainable leaves of `params`: expected 1 + (0 or 1) + "
-          f"{n_vars} * {per_var}. Pass the params the Keras optimizer was "
-          "built for, in the order of its variables.")
+          f"{n_vars} * {per_var} + {len(spec.scalars)}. Pass the params the "
+          "Keras optimizer was built for, in the order of its variables.")
     pos = 0
 
-    def take(count, suffix):
+    def take(count, suffix, numbered=False):
       nonlocal pos
       out = values[pos:pos + count]
       for name in names[pos:pos + count]:
+        if numbered:  # Keras numbers unnamed variables: "variable_1", ...
+          name = re.sub(r"_\d+$", "", name)
         if not name.endswith(suffix):
           raise ValueError(
               f"Keras optimizer variable {name!r} is not a {suffix!r} "
@@ -93,6 +99,8 @@ class _KerasVariables:
                 "slot where Keras's build puts one.")
         self.slots[field] = block[j::len(group)]
       pos += n_vars * len(group)
+    self.scalars = {field: take(1, keras_name, numbered=True)[0]
+                    for keras_name, field in spec.scalars}
 
 
 def _n_trainable(params: Any) -> int:
@@ -139,6 +147,8 @@ def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
               f"The Keras optimizer has `{field}` slots that the optax_suite "
               "optimizer does not keep: build it with the same options.")
         fields[field] = _fill(ref, kv.slots[field], field)
+      elif field in kv.scalars:
+        fields[field] = jnp.asarray(kv.scalars[field], ref.dtype)
       elif ref is not None:
         raise ValueError(
             f"The optax_suite optimizer keeps `{field}` slots the Keras "
