@@ -55,9 +55,10 @@ CONFIGS = {
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
 SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "adagrad": 1,
-         "nadam": 2}
+         "nadam": 2, "lamb": 2}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop", "adagrad": "Adagrad", "nadam": "Nadam"}
+               "rmsprop": "RMSprop", "adagrad": "Adagrad", "nadam": "Nadam",
+               "lamb": "Lamb"}
 
 
 # ----------------------------------------------------------------------------
@@ -123,6 +124,8 @@ def optax_rule(opt_name):
     return optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
   if opt_name == "nadam":  # optax's nadam: Nesterov Adam, no schedule.
     return optax.scale_by_adam(0.9, 0.999, eps=1e-7, nesterov=True)
+  if opt_name == "lamb":  # optax.lamb's parts; its decay goes in between.
+    return optax.scale_by_adam(0.9, 0.999, eps=1e-7)
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 
@@ -133,6 +136,8 @@ def nearest_optax(opt_name, cfg):
   parts.append(optax_rule(opt_name))
   if cfg.get("weight_decay") is not None:
     parts.append(optax.add_decayed_weights(cfg["weight_decay"]))
+  if opt_name == "lamb":
+    parts.append(optax.scale_by_trust_ratio())
   parts.append(optax.scale_by_learning_rate(LR))
   tx = optax.chain(*parts)
   if cfg.get("gradient_accumulation_steps"):

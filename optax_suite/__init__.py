@@ -20,6 +20,9 @@ from optax_suite._rules.adamax import ScaleByAdamaxState
 from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adam import adam
 from optax_suite._rules.adamax import adamax
+from optax_suite._rules.lamb import lamb
+from optax_suite._rules.lamb import scale_by_lamb
+from optax_suite._rules.lamb import ScaleByLambState
 from optax_suite._rules.nadam import nadam
 from optax_suite._rules.nadam import scale_by_nadam
 from optax_suite._rules.nadam import ScaleByNadamState
@@ -65,6 +68,7 @@ __all__ = (
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByLambState",
     "ScaleByNadamState",
     "ScaleByRmspropState",
     "accumulate_gradients",
@@ -86,6 +90,7 @@ __all__ = (
     "global_norm",
     "inject_hyperparams",
     "keras_optimizer",
+    "lamb",
     "loss_scale_optimizer",
     "migrate_state",
     "nadam",
@@ -94,6 +99,7 @@ __all__ = (
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_lamb",
     "scale_by_nadam",
     "scale_by_rmsprop",
     "scale_loss",

@@ -37,6 +37,8 @@ CONFIGS = (
                      clipvalue=1.0, use_ema=True)),
     ("nadam", dict(learning_rate=0.01, global_clipnorm=1.0,
                    gradient_accumulation_steps=2, weight_decay=1e-3)),
+    ("lamb", dict(learning_rate=0.01, weight_decay=0.01, clipnorm=1.0,
+                  use_ema=True, ema_momentum=0.9)),
 )
 
 

@@ -78,6 +78,12 @@ CATALOG: dict[str, Entry] = {
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
              dict(beta_1=0.0, beta_2=0.5)),
         random_own=_adam_like),
+    "lamb": Entry(
+        "Lamb", parity_learning_rate=0.01,
+        own=(dict(learning_rate=0.02),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+             dict(weight_decay=0.1, learning_rate=0.05)),
+        random_own=_adam_like),
 }
 
 KINDS = tuple(CATALOG)

@@ -30,7 +30,8 @@ from test_loss_scale import ours_ls_trajectory
 from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop, "adagrad": ox.adagrad, "nadam": ox.nadam}
+             "rmsprop": ox.rmsprop, "adagrad": ox.adagrad, "nadam": ox.nadam,
+             "lamb": ox.lamb}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
@@ -55,6 +56,7 @@ RULE_BAD = {
     "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF])],
     "adagrad": [("initial_accumulator_value", [-0.1, NAN, INF, "0.1"])],
     "nadam": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-0.1, 1.0, INF])],
+    "lamb": [("beta_1", [-0.1, 1.0, INF]), ("beta_2", [-0.1, 1.0, NAN])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -107,7 +109,8 @@ def test_edge_arguments_accepted(kind):
           "adamax": dict(beta_1=0.0, beta_2=0.0), "adadelta": dict(rho=0.0),
           "rmsprop": dict(rho=0.0, momentum=0.0),
           "adagrad": dict(initial_accumulator_value=0.0),
-          "nadam": dict(beta_1=0.0, beta_2=0.0)}[kind]
+          "nadam": dict(beta_1=0.0, beta_2=0.0),
+          "lamb": dict(beta_1=0.0, beta_2=0.0)}[kind]
   opt = FACTORIES[kind](epsilon=0.0, weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,

@@ -79,6 +79,10 @@ OURS = {
         beta_1=0.8, beta_2=0.99, epsilon=1e-5, global_clipnorm=1.0,
         weight_decay=0.01, use_ema=True, ema_overwrite_frequency=5,
         loss_scale_factor=16.0, exclude_from_weight_decay=["bias"]),
+    "lamb-inverse-time": lambda: ox.lamb(
+        ox.schedules.inverse_time_decay(0.02, 3, 0.5), beta_1=0.85,
+        epsilon=1e-6, weight_decay=0.1, clipnorm=1.0,
+        gradient_accumulation_steps=2, exclude_from_weight_decay=["kernel"]),
 }
 
 
@@ -126,6 +130,9 @@ def _keras_optimizers():
       (keras.optimizers.Nadam, dict(beta_1=0.8, beta_2=0.99, epsilon=1e-5,
                                     clipnorm=1.0, weight_decay=0.02,
                                     gradient_accumulation_steps=3)),
+      (keras.optimizers.Lamb, dict(beta_1=0.85, epsilon=1e-6,
+                                   weight_decay=0.1, use_ema=True,
+                                   ema_overwrite_frequency=2)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -148,7 +155,7 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
 
 @pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
                                   "Adagrad-PiecewiseConstantDecay",
-                                  "Nadam-PolynomialDecay"])
+                                  "Nadam-PolynomialDecay", "Lamb-float"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))

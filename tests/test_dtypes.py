@@ -31,6 +31,7 @@ CASES = {
     "adadelta": (ox.adadelta, ox.scale_by_adadelta, dict(learning_rate=1.0)),
     "adagrad": (ox.adagrad, ox.scale_by_adagrad, dict(learning_rate=0.01)),
     "nadam": (ox.nadam, ox.scale_by_nadam, dict(learning_rate=0.01)),
+    "lamb": (ox.lamb, ox.scale_by_lamb, dict(learning_rate=0.01)),
 }
 
 

@@ -53,6 +53,8 @@ CASES = {
         "adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.3,
                         epsilon=1e-4), dict(var_names=["kernel"])),
     "nadam-u-product": ("nadam", dict(learning_rate=0.02, beta_1=0.8), {}),
+    "lamb-exclude-by-name": ("lamb", dict(learning_rate=0.02, beta_2=0.99),
+                             dict(var_names=["bias"])),
 }
 
 

@@ -26,7 +26,8 @@ from keras_oracle import max_deviation
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
-             "adadelta": ox.adadelta, "adagrad": ox.adagrad, "nadam": ox.nadam}
+             "adadelta": ox.adadelta, "adagrad": ox.adagrad, "nadam": ox.nadam,
+             "lamb": ox.lamb}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -99,6 +100,9 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
                      gradient_accumulation_steps=2, use_ema=True,
                      ema_overwrite_frequency=4, weight_decay=0.02),
      3, 2.0**8),
+    ("lamb", dict(learning_rate=0.01, weight_decay=0.05,
+                  gradient_accumulation_steps=2, use_ema=True,
+                  ema_overwrite_frequency=5, global_clipnorm=3.0), 3, 2.0**6),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.

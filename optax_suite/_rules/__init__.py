@@ -11,6 +11,7 @@ from optax_suite._rules import adadelta
 from optax_suite._rules import adagrad
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
+from optax_suite._rules import lamb
 from optax_suite._rules import nadam
 from optax_suite._rules import rmsprop
 
@@ -19,6 +20,7 @@ REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adagrad,
     adam,
     adamax,
+    lamb,
     nadam,
     rmsprop,
 )}
