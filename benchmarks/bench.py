@@ -56,11 +56,12 @@ CONFIGS = {
 }
 SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1,
          "adamw": 2, "lion": 1, "schedule_free_adamw": 2,
-         "muon": 1}
+         "muon": 1, "adagrad": 1, "nadam": 2, "lamb": 2}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
                "rmsprop": "RMSprop", "sgd": "SGD", "adamw": "AdamW",
                "lion": "Lion", "schedule_free_adamw": "ScheduleFreeAdamW",
-               "muon": "Muon"}
+               "muon": "Muon", "adagrad": "Adagrad", "nadam": "Nadam",
+               "lamb": "Lamb"}
 # Muon: one slot (momentum) on the 2-D kernels that hold most numbers (two,
 # Adam's, on the vectors); its floor ignores the Newton-Schulz matmuls.
 # Weight decay an optimizer applies when a config sets none (Keras's AdamW
@@ -136,6 +137,12 @@ def optax_rule(opt_name):
     return optax.trace(decay=OWN_ARGS["sgd"]["momentum"])
   if opt_name == "muon":  # Its own lr of -1: the step up the gradient.
     return optax.contrib.muon(learning_rate=-1.0, eps=1e-7)
+  if opt_name == "adagrad":
+    return optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
+  if opt_name == "nadam":  # optax's nadam: Nesterov Adam, no schedule.
+    return optax.scale_by_adam(0.9, 0.999, eps=1e-7, nesterov=True)
+  if opt_name == "lamb":  # optax.lamb's parts; its decay goes in between.
+    return optax.scale_by_adam(0.9, 0.999, eps=1e-7)
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 
@@ -152,6 +159,8 @@ def nearest_optax(opt_name, cfg):
     parts.append(optax_rule(opt_name))
     if weight_decay is not None:
       parts.append(optax.add_decayed_weights(weight_decay))
+    if opt_name == "lamb":  # optax.lamb's parts: its decay goes in between.
+      parts.append(optax.scale_by_trust_ratio())
     parts.append(optax.scale_by_learning_rate(LR))
   tx = optax.chain(*parts)
   if cfg.get("gradient_accumulation_steps"):

@@ -39,6 +39,9 @@ from optax_suite._options.weight_decay import DecoupledWeightDecayState
 from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adadelta import scale_by_adadelta
 from optax_suite._rules.adadelta import ScaleByAdadeltaState
+from optax_suite._rules.adagrad import adagrad
+from optax_suite._rules.adagrad import scale_by_adagrad
+from optax_suite._rules.adagrad import ScaleByAdagradState
 from optax_suite._rules.adam import adam
 from optax_suite._rules.adam import scale_by_adam
 from optax_suite._rules.adam import ScaleByAdamState
@@ -46,12 +49,18 @@ from optax_suite._rules.adamax import adamax
 from optax_suite._rules.adamax import scale_by_adamax
 from optax_suite._rules.adamax import ScaleByAdamaxState
 from optax_suite._rules.adamw import adamw
+from optax_suite._rules.lamb import lamb
+from optax_suite._rules.lamb import scale_by_lamb
+from optax_suite._rules.lamb import ScaleByLambState
 from optax_suite._rules.lion import lion
 from optax_suite._rules.lion import scale_by_lion
 from optax_suite._rules.lion import ScaleByLionState
 from optax_suite._rules.muon import muon
 from optax_suite._rules.muon import scale_by_muon
 from optax_suite._rules.muon import ScaleByMuonState
+from optax_suite._rules.nadam import nadam
+from optax_suite._rules.nadam import scale_by_nadam
+from optax_suite._rules.nadam import ScaleByNadamState
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._rules.rmsprop import scale_by_rmsprop
 from optax_suite._rules.rmsprop import ScaleByRmspropState
@@ -76,15 +85,19 @@ __all__ = (
     "MultiOptimizerState",
     "OptimizerMap",
     "ScaleByAdadeltaState",
+    "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByLionState",
     "ScaleByMuonState",
+    "ScaleByLambState",
+    "ScaleByNadamState",
     "ScaleByRmspropState",
     "ScaleByScheduleFreeAdamwState",
     "ScaleBySgdState",
     "accumulate_gradients",
     "adadelta",
+    "adagrad",
     "adam",
     "adamax",
     "adamw",
@@ -108,12 +121,17 @@ __all__ = (
     "migrate_state",
     "multi_optimizer",
     "muon",
+    "lamb",
+    "nadam",
     "rmsprop",
     "scale_by_adadelta",
+    "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_lion",
     "scale_by_muon",
+    "scale_by_lamb",
+    "scale_by_nadam",
     "scale_by_rmsprop",
     "scale_by_schedule_free_adamw",
     "scale_by_sgd",

@@ -43,6 +43,12 @@ CONFIGS = (
                                  weight_decay=0.01, clipnorm=1.0)),
     ("muon", dict(learning_rate=0.02, adam_lr_ratio=0.5, use_ema=True,
                   ema_momentum=0.9)),
+    ("adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.1,
+                     clipvalue=1.0, use_ema=True)),
+    ("nadam", dict(learning_rate=0.01, global_clipnorm=1.0,
+                   gradient_accumulation_steps=2, weight_decay=1e-3)),
+    ("lamb", dict(learning_rate=0.01, weight_decay=0.01, clipnorm=1.0,
+                  use_ema=True, ema_momentum=0.9)),
 )
 
 

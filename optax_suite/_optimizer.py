@@ -317,6 +317,8 @@ class KerasSpec:
     optional_slots: state fields the package may keep where the Keras
       optimizer has no variables; imported, they stay at their initial zeros
       (RMSprop's momentum slot, kept for an injected momentum of 0).
+    scalars: ``((keras variable name, state field), ...)``, scalar variables
+      the rule's ``build`` adds after its slots (e.g. Nadam's ``u_product``).
   """
   class_name: str
   factory: Callable[..., Any]
@@ -324,6 +326,7 @@ class KerasSpec:
   state_class: type
   slot_groups: Callable[[Any], list]
   optional_slots: tuple[str, ...] = ()
+  scalars: tuple[tuple[str, str], ...] = ()
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.

@@ -123,6 +123,26 @@ CATALOG: dict[str, Entry] = {
             nesterov=bool(rng.random() < 0.5),
             rms_rate=rng.choice([None, 0.2, 1.0])),
         learning_rates=(1e-3, 0.01, 0.02)),
+    "adagrad": Entry(
+        "Adagrad", parity_learning_rate=0.01,
+        own=(dict(learning_rate=0.05, initial_accumulator_value=0.0),
+             dict(learning_rate=0.1, initial_accumulator_value=1.0,
+                  epsilon=1e-3)),
+        random_own=lambda rng: dict(
+            initial_accumulator_value=float(rng.choice([0.0, 0.1, 1.0])),
+            epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+    "nadam": Entry(
+        "Nadam", parity_learning_rate=0.01,
+        own=(dict(learning_rate=0.02),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+             dict(beta_1=0.0, beta_2=0.5)),
+        random_own=_adam_like),
+    "lamb": Entry(
+        "Lamb", parity_learning_rate=0.01,
+        own=(dict(learning_rate=0.02),
+             dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+             dict(weight_decay=0.1, learning_rate=0.05)),
+        random_own=_adam_like),
 }
 
 KINDS = tuple(CATALOG)

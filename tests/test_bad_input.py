@@ -34,7 +34,9 @@ from test_loss_scale import poison
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
              "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,
              "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
-             "muon": ox.muon}
+             "muon": ox.muon,
+             "adagrad": ox.adagrad, "nadam": ox.nadam,
+             "lamb": ox.lamb}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to the four factories.
@@ -72,6 +74,12 @@ RULE_BAD = {
              ("rms_rate", [-0.2, NAN]), ("adam_lr_ratio", [-1.0, INF]),
              ("adam_weight_decay", [-0.004, NAN]),
              ("exclude_layers", ["dense", [1]]), ("muon_a", ["3", NAN]),
+             EPSILON_BAD],
+    "adagrad": [("initial_accumulator_value", [-0.1, NAN, INF, "0.1"]),
+                EPSILON_BAD],
+    "nadam": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-0.1, 1.0, INF]),
+              EPSILON_BAD],
+    "lamb": [("beta_1", [-0.1, 1.0, INF]), ("beta_2", [-0.1, 1.0, NAN]),
              EPSILON_BAD],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
@@ -132,7 +140,10 @@ def test_edge_arguments_accepted(kind):
                                       warmup_steps=0),
           "muon": dict(adam_beta_1=0.0, adam_beta_2=0.0, momentum=0.0,
                        ns_steps=0, rms_rate=0.0, adam_weight_decay=0.0,
-                       adam_lr_ratio=0.0, epsilon=0.0)}[kind]
+                       adam_lr_ratio=0.0, epsilon=0.0),
+          "adagrad": dict(initial_accumulator_value=0.0, epsilon=0.0),
+          "nadam": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "lamb": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0)}[kind]
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,

@@ -89,6 +89,20 @@ OURS = {
         exclude_embeddings=False, ns_steps=3, nesterov=False, rms_rate=None,
         adam_lr_ratio=0.5, use_ema=True, gradient_accumulation_steps=2,
         exclude_from_weight_decay=["bias"]),
+    "adagrad-polynomial": lambda: ox.adagrad(
+        ox.schedules.polynomial_decay(0.1, 7, 0.01, power=2.0, cycle=True),
+        initial_accumulator_value=0.2, epsilon=1e-5, weight_decay=0.05,
+        clipvalue=0.5, use_ema=True, gradient_accumulation_steps=2,
+        name="my_adagrad"),
+    "nadam-exponential": lambda: ox.nadam(
+        ox.schedules.exponential_decay(0.05, 4, 0.7, staircase=True),
+        beta_1=0.8, beta_2=0.99, epsilon=1e-5, global_clipnorm=1.0,
+        weight_decay=0.01, use_ema=True, ema_overwrite_frequency=5,
+        loss_scale_factor=16.0, exclude_from_weight_decay=["bias"]),
+    "lamb-inverse-time": lambda: ox.lamb(
+        ox.schedules.inverse_time_decay(0.02, 3, 0.5), beta_1=0.85,
+        epsilon=1e-6, weight_decay=0.1, clipnorm=1.0,
+        gradient_accumulation_steps=2, exclude_from_weight_decay=["kernel"]),
 }
 
 
@@ -155,6 +169,15 @@ def _keras_optimizers():
       (keras.optimizers.Muon, dict(exclude_layers=["kernel"], ns_steps=3,
                                    rms_rate=None, adam_lr_ratio=0.5,
                                    adam_weight_decay=None)),
+      (keras.optimizers.Adagrad, dict(initial_accumulator_value=0.3,
+                                      epsilon=1e-5, use_ema=True,
+                                      ema_overwrite_frequency=4)),
+      (keras.optimizers.Nadam, dict(beta_1=0.8, beta_2=0.99, epsilon=1e-5,
+                                    clipnorm=1.0, weight_decay=0.02,
+                                    gradient_accumulation_steps=3)),
+      (keras.optimizers.Lamb, dict(beta_1=0.85, epsilon=1e-6,
+                                   weight_decay=0.1, use_ema=True,
+                                   ema_overwrite_frequency=2)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -176,7 +199,9 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
 
 
 @pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
-                                  "Muon-float"])
+                                  "Muon-float",
+                                  "Adagrad-PiecewiseConstantDecay",
+                                  "Nadam-PolynomialDecay", "Lamb-float"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))

@@ -37,6 +37,9 @@ CASES = {
                             ox.scale_by_schedule_free_adamw,
                             dict(learning_rate=0.01, warmup_steps=10)),
     "muon": (ox.muon, ox.scale_by_muon, dict(learning_rate=0.01)),
+    "adagrad": (ox.adagrad, ox.scale_by_adagrad, dict(learning_rate=0.01)),
+    "nadam": (ox.nadam, ox.scale_by_nadam, dict(learning_rate=0.01)),
+    "lamb": (ox.lamb, ox.scale_by_lamb, dict(learning_rate=0.01)),
 }
 # Ours / Keras's distance is seed noise around 1 where neither fails. For
 # SGD (no normalisation: the low-dtype rounding of w + v each step is the

@@ -69,6 +69,12 @@ CASES = {
     "muon-two-decays-exclude-by-name": (
         "muon", dict(learning_rate=0.02, adam_weight_decay=0.02,
                      adam_lr_ratio=0.5), dict(var_names=["bias"])),
+    "adagrad-initial-accumulator-exclude-by-name": (
+        "adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.3,
+                        epsilon=1e-4), dict(var_names=["kernel"])),
+    "nadam-u-product": ("nadam", dict(learning_rate=0.02, beta_1=0.8), {}),
+    "lamb-exclude-by-name": ("lamb", dict(learning_rate=0.02, beta_2=0.99),
+                             dict(var_names=["bias"])),
 }
 
 

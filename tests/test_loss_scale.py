@@ -22,13 +22,16 @@ import optax_suite as ox
 from keras_oracle import KERAS_CLASSES
 from keras_oracle import assert_trajectories_match
 from keras_oracle import build_keras
+from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
              "adadelta": ox.adadelta, "sgd": ox.sgd, "adamw": ox.adamw,
              "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
-             "muon": ox.muon}
+             "muon": ox.muon,
+             "adagrad": ox.adagrad, "nadam": ox.nadam,
+             "lamb": ox.lamb}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -111,6 +114,13 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
     ("muon", dict(learning_rate=0.02, gradient_accumulation_steps=2,
                   use_ema=True, weight_decay=0.05, adam_weight_decay=0.02),
      3, 2.0**8),
+    ("adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.5,
+                     gradient_accumulation_steps=2, use_ema=True,
+                     ema_overwrite_frequency=4, weight_decay=0.02),
+     3, 2.0**8),
+    ("lamb", dict(learning_rate=0.01, weight_decay=0.05,
+                  gradient_accumulation_steps=2, use_ema=True,
+                  ema_overwrite_frequency=5, global_clipnorm=3.0), 3, 2.0**6),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.
@@ -129,6 +139,41 @@ def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   assert got_scale == want_scale
   assert len(set(got_scale)) >= 4  # it both grew and shrank
   assert_trajectories_match(want, got)
+
+
+def test_nadam_matches_keras_nadam_fed_the_steps_the_scale_lets_through():
+  """Nadam under dynamic loss scaling, 40 steps, 7 of them bad.
+
+  Keras's LossScaleOptimizer does not list Nadam's ``u_product`` among its
+  variables, so its ``stateless_apply`` (Keras's JAX training path) starts
+  it at 1 again on every step (tests/test_rule_nadam.py shows it); Keras's
+  other backends keep it. The oracle is therefore what a loss-scale
+  optimizer means: Keras's own Nadam fed, on the finite steps only, the
+  gradients divided by the scale Keras's LossScaleOptimizer held before the
+  step. The scale itself is compared with that optimizer's.
+  """
+  kwargs = dict(learning_rate=0.01, beta_1=0.8, use_ema=True,
+                gradient_accumulation_steps=3, ema_momentum=0.9, clipnorm=2.0)
+  params = make_params()
+  grads = hostile_grads(params, 40, bad_steps=(5, 6, 13, 14, 15, 20, 33))
+  initial, growth = 2.0**12, 3
+  _, want_scale = keras_ls_trajectory(
+      "nadam", params, grads, initial, growth, **kwargs)
+  before = [initial] + want_scale[:-1]
+  finite = [bool(ox.all_finite(g)) for g in grads]
+  taken = [jax.tree.map(lambda x, s=s: x / np.float32(s), g)
+           for g, s, ok in zip(grads, before, finite) if ok]
+  inner, _ = keras_trajectory("nadam", params, taken, **kwargs)
+  want, last, it = [], params, iter(inner)
+  for ok in finite:
+    last = next(it) if ok else last
+    want.append(last)
+  got, got_scale, _ = ours_ls_trajectory(
+      ox.loss_scale_optimizer(ox.nadam(**kwargs), initial, growth), params,
+      grads)
+  assert got_scale == want_scale
+  assert len(set(got_scale)) >= 4 and not all(finite)
+  assert max_deviation(want, got) <= 1e-6
 
 
 def test_long_run_grows_and_shrinks_like_keras():

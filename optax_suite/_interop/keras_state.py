@@ -1,18 +1,21 @@
 """Importing a Keras optimizer's state, to resume a Keras run in JAX.
 
-A built ``keras.optimizers.Adam`` (``Adamax``, ``Adadelta``, ``RMSprop``)
-holds, in ``optimizer.variables`` and in this order: ``iteration`` (calls so
-far), ``learning_rate`` (unless it is a schedule or callable), the parameter
-averages (with ``use_ema``), the gradient accumulators (with
-``gradient_accumulation_steps``) and the optimizer's slots, as its ``build``
-adds them. :func:`state_from_keras` reads that list into the state of the
-equivalent optax_suite optimizer, and :func:`from_keras` also builds that
-optimizer, so training continues step for step.
+A built Keras optimizer (``keras.optimizers.Adam`` and every class in the
+registry) holds, in ``optimizer.variables`` and in this order: ``iteration``
+(calls so far), ``learning_rate`` (unless it is a schedule or callable), the
+parameter averages (with ``use_ema``), the gradient accumulators (with
+``gradient_accumulation_steps``), the optimizer's slots, as its ``build``
+adds them, and any scalar its ``build`` adds last (Nadam's ``u_product``).
+:func:`state_from_keras` reads that list into the state of the equivalent
+optax_suite optimizer, and :func:`from_keras` also builds that optimizer, so
+training continues step for step.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +58,7 @@ class _KerasVariables:
           f"optimizer has {len(names)} variables.")
     self.state_class, groups, self.optional_slots = _slot_groups(
         keras_optimizer)
+    scalars = _rules.REGISTRY[type(keras_optimizer).__name__].scalars
     self.k = keras_optimizer.gradient_accumulation_steps
     # A field ending in "?" is a slot Keras adds to some variables only
     # (Muon's Adam "velocity"): those groups are read by name, variable by
@@ -62,7 +66,7 @@ class _KerasVariables:
     optional = any(f.endswith("?") for g in groups for _, f in g)
     per_var = sum(not f.endswith("?") for g in groups for _, f in g) + bool(
         keras_optimizer.use_ema) + bool(self.k)
-    has_lr = len(values) - 1 - n_vars * per_var
+    has_lr = len(values) - 1 - n_vars * per_var - len(scalars)
     if optional:
       has_lr = int(len(names) > 1 and names[1].endswith("learning_rate"))
     if has_lr not in (0, 1) or any(
@@ -71,14 +75,16 @@ class _KerasVariables:
       raise ValueError(
           f"The Keras optimizer's {len(values)} variables do not match "
           f"{n_vars} trainable leaves of `params`: expected 1 + (0 or 1) + "
-          f"{n_vars} * {per_var}. Pass the params the Keras optimizer was "
-          "built for, in the order of its variables.")
+          f"{n_vars} * {per_var} + {len(scalars)}. Pass the params the "
+          "Keras optimizer was built for, in the order of its variables.")
     pos = 0
 
-    def take(count, suffix):
+    def take(count, suffix, numbered=False):
       nonlocal pos
       out = values[pos:pos + count]
       for name in names[pos:pos + count]:
+        if numbered:  # Keras numbers unnamed variables: "variable_1", ...
+          name = re.sub(r"_\d+$", "", name)
         if not name.endswith(suffix):
           raise ValueError(
               f"Keras optimizer variable {name!r} is not a {suffix!r} "
@@ -107,6 +113,8 @@ class _KerasVariables:
                 "slot where Keras's build puts one.")
         self.slots[field] = block[j::len(group)]
       pos += n_vars * len(group)
+    self.scalars = {field: take(1, keras_name, numbered=True)[0]
+                    for keras_name, field in scalars}
     if pos != len(values):
       raise ValueError(
           f"The Keras optimizer has {len(values) - pos} variables left over "
@@ -184,6 +192,8 @@ def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
               f"The Keras optimizer has `{field}` slots that the optax_suite "
               "optimizer does not keep: build it with the same options.")
         fields[field] = _fill(ref, kv.slots[field], field)
+      elif field in kv.scalars:
+        fields[field] = jnp.asarray(kv.scalars[field], ref.dtype)
       elif not absent and field not in kv.optional_slots:
         raise ValueError(
             f"The optax_suite optimizer keeps `{field}` slots the Keras "

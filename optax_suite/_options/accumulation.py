@@ -83,6 +83,10 @@ def accumulate_gradients(
       grads, acc, inner_state, params = operands
       mean = _common.tree_map(
           lambda a, g: g if a is None else (g + a) / k, acc, grads)
+      # Keras's mean is the output of a `cond`, so XLA cannot fold its
+      # `* (1 / k)` into the rule's arithmetic (it would, e.g. reassociating
+      # Nadam's `c * g` products, moving the last bit); nor can it here.
+      mean = jax.lax.optimization_barrier(mean)
       new_updates, inner_state = inner.update(
           mean, inner_state, params, **extra_args)
       return new_updates, inner_state, jnp.ones([], jnp.bool_)
