@@ -98,8 +98,9 @@ CHILD = textwrap.dedent("""
         s1 = opt.init(p1)
         for g in grad_seq:
             p1, s1 = jax.jit(step)(p1, s1, jax.device_put(g, one))
+        f64 = lambda x: np.asarray(x, np.float64)  # bool leaves too.
         dev = lambda a, b: max(
-            float(np.max(np.abs(np.asarray(x) - np.asarray(y)), initial=0))
+            float(np.max(np.abs(f64(x) - f64(y)), initial=0))
             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
         out[name] = {
             "eager_init": mismatches(eager_state),
