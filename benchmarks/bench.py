@@ -54,9 +54,11 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1}
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "ftrl": 2}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop"}
+               "rmsprop": "RMSprop", "ftrl": "Ftrl"}
+# Optimizers optax has no counterpart of: their rows compare with Keras only.
+NO_OPTAX_PEER = ("ftrl",)
 
 
 # ----------------------------------------------------------------------------
@@ -235,6 +237,7 @@ class Runner:
     self.peak_bytes = (
         mem.argument_size_in_bytes + mem.output_size_in_bytes
         - mem.alias_size_in_bytes + mem.temp_size_in_bytes) if mem else 0
+    self.state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
     self.args = [params, state]
     self.grads = grads
     self.times = []
@@ -285,6 +288,8 @@ def bench_row(opt_name, cfg_name, params, grads, contenders, rounds, calls,
   cfg = CONFIGS[cfg_name]
   runners = []
   for c in contenders:
+    if c == "optax" and opt_name in NO_OPTAX_PEER:
+      continue
     init, step = CONTENDERS[c](opt_name, cfg)
     runners.append(Runner(c, init, step, params, grads))
   for r in runners:  # Warm up.
@@ -299,6 +304,7 @@ def bench_row(opt_name, cfg_name, params, grads, contenders, rounds, calls,
       "compile_s": {r.name: r.compile_s for r in runners},
       "peak_mb": {r.name: r.peak_bytes / 2**20 for r in runners},
       "temp_mb": {r.name: r.temp_bytes / 2**20 for r in runners},
+      "state_mb": {r.name: r.state_bytes / 2**20 for r in runners},
   }
   if "ours" in row and cfg.get("gradient_accumulation_steps"):
     k = cfg["gradient_accumulation_steps"]
@@ -345,7 +351,7 @@ def main(argv=None):
   header = ("| tree | opt | config | ours ms | optax ms | keras ms | "
             "ours/optax | ours/keras | ours/min | % of floor | "
             "compile s (ours/optax/keras) | peak MB (ours/optax/keras) | "
-            "temp MB ours | micro/update ms |")
+            "state MB (ours/optax/keras) | temp MB ours | micro/update ms |")
   lines = [header, "|" + "---|" * (header.count("|") - 1)]
   print(header, flush=True)
   records = []
@@ -382,6 +388,8 @@ def main(argv=None):
             + "/".join(fmt(g(res['compile_s'], c), '.1f')
                        for c in ('ours', 'optax', 'keras')) + " | "
             + "/".join(fmt(g(res['peak_mb'], c), '.0f')
+                       for c in ('ours', 'optax', 'keras')) + " | "
+            + "/".join(fmt(g(res['state_mb'], c), '.1f')
                        for c in ('ours', 'optax', 'keras')) + " | "
             f"{fmt(g(res['temp_mb'], 'ours'), '.1f')} | "
             + (f"{fmt(res['micro_ms'])}/{fmt(res['update_ms'])} "

@@ -18,6 +18,9 @@ from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adam import adam
 from optax_suite._rules.adamax import adamax
 from optax_suite._rules.rmsprop import rmsprop
+from optax_suite._rules.ftrl import ftrl
+from optax_suite._rules.ftrl import scale_by_ftrl
+from optax_suite._rules.ftrl import ScaleByFtrlState
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._options.clipping import clip_by_global_norm
 from optax_suite._options.clipping import clip_by_norm
@@ -58,6 +61,7 @@ __all__ = (
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByFtrlState",
     "ScaleByRmspropState",
     "accumulate_gradients",
     "adadelta",
@@ -73,6 +77,7 @@ __all__ = (
     "finalize_variable_values",
     "from_config",
     "from_keras",
+    "ftrl",
     "get_config",
     "global_norm",
     "inject_hyperparams",
@@ -83,6 +88,7 @@ __all__ = (
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_ftrl",
     "scale_by_rmsprop",
     "scale_loss",
     "schedules",

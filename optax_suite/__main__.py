@@ -1,8 +1,8 @@
 """Demo: train a small model with each optimizer and compare with Keras 3.
 
 Run with ``python -m optax_suite``. It fits a two-layer network to a fixed
-synthetic regression task (built in, no download) with each of the four
-optimizers and several Keras base options, prints the loss before and after,
+synthetic regression task (built in, no download) with each optimizer
+of the package and several Keras base options, prints the loss before and after,
 and, when Keras 3 is installed, runs Keras on the same gradients and prints
 the largest deviation of the parameters over the whole run.
 """
@@ -33,6 +33,8 @@ CONFIGS = (
     ("adadelta", dict(learning_rate=1.0, clipnorm=1.0)),
     ("rmsprop", dict(learning_rate=0.003, momentum=0.5, centered=True,
                      loss_scale_factor=64.0)),
+    ("ftrl", dict(learning_rate=0.3, l1_regularization_strength=1e-3,
+                  l2_regularization_strength=1e-3, beta=0.1)),
 )
 
 

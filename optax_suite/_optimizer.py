@@ -278,12 +278,16 @@ class KerasSpec:
     slot_groups: ``keras_optimizer -> [[(keras slot name, state field)]]``,
       the slots in the order Keras's ``build`` adds them: each group's slots
       interleaved variable by variable, groups one after another.
+    import_slots: optional ``{field: [value per Keras variable]} -> {field:
+      [value per non-None leaf of that field]}``, for a rule that keeps a
+      slot for some leaves only (Adafactor); None: one value per leaf.
   """
   class_name: str
   factory: Callable[..., Any]
   own_keys: tuple[str, ...]
   state_class: type
   slot_groups: Callable[[Any], list]
+  import_slots: Optional[Callable[[dict], dict]] = None
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.

@@ -64,6 +64,25 @@ CATALOG: dict[str, Entry] = {
             momentum=float(rng.choice([0.0, 0.3, 0.9])),
             centered=bool(rng.random() < 0.5),
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
+    "ftrl": Entry(
+        "Ftrl", parity_learning_rate=0.05,
+        own=(dict(learning_rate=0.1, learning_rate_power=-0.7,
+                  initial_accumulator_value=0.5),
+             dict(learning_rate=0.05, l1_regularization_strength=0.01,
+                  l2_regularization_strength=0.1),
+             dict(learning_rate=0.05, l2_shrinkage_regularization_strength=0.2,
+                  beta=0.5),
+             dict(learning_rate=0.2, learning_rate_power=0.0,
+                  initial_accumulator_value=0.0, beta=1.0)),
+        random_own=lambda rng: dict(
+            learning_rate_power=float(rng.choice([-1.0, -0.5, -0.2, 0.0])),
+            initial_accumulator_value=float(rng.choice([0.01, 0.1, 1.0])),
+            l1_regularization_strength=float(rng.choice([0.0, 0.001, 0.05])),
+            l2_regularization_strength=float(rng.choice([0.0, 0.01, 0.5])),
+            l2_shrinkage_regularization_strength=float(
+                rng.choice([0.0, 0.01, 0.3])),
+            beta=float(rng.choice([0.0, 0.1, 1.0]))),
+        learning_rates=(0.01, 0.05, 0.2)),
 }
 
 KINDS = tuple(CATALOG)

@@ -30,13 +30,12 @@ from test_loss_scale import ours_ls_trajectory
 from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop}
+             "rmsprop": ox.rmsprop, "ftrl": ox.ftrl}
 NAN, INF = float("nan"), float("inf")
 
-# (argument, bad values) common to the four factories.
+# (argument, bad values) common to every factory.
 BASE_BAD = [
     ("learning_rate", [-0.1, -1, NAN, INF, -INF, "0.1", None, True]),
-    ("epsilon", [-1e-7, NAN, INF, "1e-7"]),
     ("weight_decay", [-0.004, NAN, INF]),
     ("clipnorm", [-1.0, NAN, INF]),
     ("clipvalue", [-0.5, NAN, INF]),
@@ -47,12 +46,21 @@ BASE_BAD = [
     ("loss_scale_factor", [0.0, -2.0, NAN, INF]),
 ]
 # Arguments of the rules, by factory.
+EPSILON_BAD = ("epsilon", [-1e-7, NAN, INF, "1e-7"])
 RULE_BAD = {
-    "adam": [("beta_1", [-0.1, 1.0, 1.5, NAN]),
+    "adam": [EPSILON_BAD, ("beta_1", [-0.1, 1.0, 1.5, NAN]),
              ("beta_2", [-0.1, 1.0, NAN])],
-    "adamax": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-1e-3, 1.0, INF])],
-    "adadelta": [("rho", [-0.1, 1.0, NAN])],
-    "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF])],
+    "adamax": [EPSILON_BAD, ("beta_1", [-0.1, 1.0, NAN]),
+               ("beta_2", [-1e-3, 1.0, INF])],
+    "adadelta": [EPSILON_BAD, ("rho", [-0.1, 1.0, NAN])],
+    "rmsprop": [EPSILON_BAD, ("rho", [-0.1, 1.0, NAN]),
+                ("momentum", [-0.5, 1.0, INF])],
+    "ftrl": [("learning_rate_power", [0.5, 1, NAN, -INF, "-0.5"]),
+             ("initial_accumulator_value", [-0.1, NAN, INF]),
+             ("l1_regularization_strength", [-1e-3, NAN]),
+             ("l2_regularization_strength", [-1e-3, INF]),
+             ("l2_shrinkage_regularization_strength", [-1e-3, NAN]),
+             ("beta", [-0.5, NAN, "0.1"])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -101,10 +109,16 @@ def test_edge_values_accepted(kind, value):
 @pytest.mark.parametrize("kind", list(FACTORIES))
 def test_edge_arguments_accepted(kind):
   """The closed ends of each interval are valid: 0 everywhere, 1 for EMA."""
-  rule = {"adam": dict(beta_1=0.0, beta_2=0.0),
-          "adamax": dict(beta_1=0.0, beta_2=0.0), "adadelta": dict(rho=0.0),
-          "rmsprop": dict(rho=0.0, momentum=0.0)}[kind]
-  opt = FACTORIES[kind](epsilon=0.0, weight_decay=0.0, clipnorm=0.0,
+  rule = {"adam": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "adamax": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "adadelta": dict(rho=0.0, epsilon=0.0),
+          "rmsprop": dict(rho=0.0, momentum=0.0, epsilon=0.0),
+          "ftrl": dict(learning_rate_power=0.0, initial_accumulator_value=0.0,
+                       l1_regularization_strength=0.0,
+                       l2_regularization_strength=0.0,
+                       l2_shrinkage_regularization_strength=0.0, beta=0.0),
+          }[kind]
+  opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,
                         gradient_accumulation_steps=2, **rule)

@@ -49,6 +49,13 @@ CASES = {
         "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
         dict(var_names=["bias", "scale"])),
     "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
+    "ftrl-everything-exclude-by-name": (
+        "ftrl", dict(learning_rate=0.1, learning_rate_power=-0.6,
+                     initial_accumulator_value=0.2,
+                     l1_regularization_strength=0.01,
+                     l2_regularization_strength=0.02,
+                     l2_shrinkage_regularization_strength=0.05, beta=0.3),
+        dict(var_names=["bias"])),
 }
 
 

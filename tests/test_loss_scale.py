@@ -25,7 +25,7 @@ from keras_oracle import max_deviation
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
-             "adadelta": ox.adadelta}
+             "adadelta": ox.adadelta, "ftrl": ox.ftrl}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -94,6 +94,9 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
                      use_ema=True, ema_momentum=0.9,
                      gradient_accumulation_steps=2, global_clipnorm=5.0),
      3, 2.0**15),
+    ("ftrl", dict(learning_rate=0.05, l1_regularization_strength=0.01,
+                  beta=0.2, gradient_accumulation_steps=2, use_ema=True,
+                  ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.

@@ -26,15 +26,15 @@ from optax_suite._options import ema as _ema
 from optax_suite import _optimizer
 
 
-def _slot_groups(keras_optimizer: Any) -> tuple[type, list]:
-  """The rule's state class and its slots as Keras's ``build`` adds them."""
+def _spec(keras_optimizer: Any) -> _optimizer.KerasSpec:
+  """The registered spec of the Keras optimizer's class."""
   spec = _rules.REGISTRY.get(type(keras_optimizer).__name__)
   if spec is None:
     raise ValueError(
         "Unsupported Keras optimizer: the state of "
         f"{', '.join(sorted(_rules.REGISTRY))} can be imported. "
         f"Received: {type(keras_optimizer).__name__}")
-  return spec.state_class, spec.slot_groups(keras_optimizer)
+  return spec
 
 
 class _KerasVariables:
@@ -49,7 +49,9 @@ class _KerasVariables:
       raise ValueError(
           f"`optimizer_variables` has {len(values)} entries but the Keras "
           f"optimizer has {len(names)} variables.")
-    self.state_class, groups = _slot_groups(keras_optimizer)
+    spec = _spec(keras_optimizer)
+    self.state_class = spec.state_class
+    groups = spec.slot_groups(keras_optimizer)
     self.k = keras_optimizer.gradient_accumulation_steps
     per_var = sum(len(g) for g in groups) + bool(keras_optimizer.use_ema) + (
         bool(self.k))
@@ -93,6 +95,8 @@ class _KerasVariables:
                 "slot where Keras's build puts one.")
         self.slots[field] = block[j::len(group)]
       pos += n_vars * len(group)
+    if spec.import_slots is not None:
+      self.slots = spec.import_slots(self.slots)
 
 
 def _n_trainable(params: Any) -> int:

@@ -10,11 +10,13 @@ registered by adding its module here.
 from optax_suite._rules import adadelta
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
+from optax_suite._rules import ftrl
 from optax_suite._rules import rmsprop
 
 REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adadelta,
     adam,
     adamax,
+    ftrl,
     rmsprop,
 )}
