@@ -11,7 +11,9 @@ Contenders:
   optax  the nearest optax chain: [clip_by_global_norm] + scale_by_<rule> +
          [add_decayed_weights] + scale_by_learning_rate, wrapped in
          optax.MultiSteps for accumulation, plus a hand-written parameter EMA
-         with overwrite.
+         with overwrite. For adafactor the rule is optax.adafactor's chain
+         (factored RMS, block-RMS clip, parameter scale); ftrl has no optax
+         counterpart and is compared with Keras only.
   keras  keras.optimizers.<Opt>(...).stateless_apply under jax.jit
          (KERAS_BACKEND=jax).
   bw     a jitted elementwise kernel `a * s + b` over one flat float32 buffer
@@ -54,9 +56,11 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
-SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "ftrl": 2}
+# Full-size slots per parameter (Adafactor: 0, its matrices keep r and c).
+SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "ftrl": 2,
+         "adafactor": 0}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
-               "rmsprop": "RMSprop", "ftrl": "Ftrl"}
+               "rmsprop": "RMSprop", "ftrl": "Ftrl", "adafactor": "Adafactor"}
 # Optimizers optax has no counterpart of: their rows compare with Keras only.
 NO_OPTAX_PEER = ("ftrl",)
 
@@ -120,6 +124,10 @@ def optax_rule(opt_name):
     return optax.scale_by_adamax(0.9, 0.999, eps=1e-7)
   if opt_name == "adadelta":
     return optax.scale_by_adadelta(rho=0.95, eps=1e-7)
+  if opt_name == "adafactor":  # optax.adafactor's chain, before its lr.
+    return optax.chain(optax.scale_by_factored_rms(),
+                       optax.clip_by_block_rms(1.0),
+                       optax.scale_by_param_block_rms())
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 
@@ -352,6 +360,7 @@ def main(argv=None):
             "ours/optax | ours/keras | ours/min | % of floor | "
             "compile s (ours/optax/keras) | peak MB (ours/optax/keras) | "
             "state MB (ours/optax/keras) | temp MB ours | micro/update ms |")
+  # state MB: the optimizer state's bytes after init (Keras: its variables).
   lines = [header, "|" + "---|" * (header.count("|") - 1)]
   print(header, flush=True)
   records = []

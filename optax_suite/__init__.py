@@ -19,6 +19,9 @@ from optax_suite._rules.adam import adam
 from optax_suite._rules.adamax import adamax
 from optax_suite._rules.rmsprop import rmsprop
 from optax_suite._rules.ftrl import ftrl
+from optax_suite._rules.adafactor import adafactor
+from optax_suite._rules.adafactor import scale_by_adafactor
+from optax_suite._rules.adafactor import ScaleByAdafactorState
 from optax_suite._rules.ftrl import scale_by_ftrl
 from optax_suite._rules.ftrl import ScaleByFtrlState
 from optax_suite._interop.checkpoint import migrate_state
@@ -59,12 +62,14 @@ __all__ = (
     "KerasOptimizerState",
     "LossScaleState",
     "ScaleByAdadeltaState",
+    "ScaleByAdafactorState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByFtrlState",
     "ScaleByRmspropState",
     "accumulate_gradients",
     "adadelta",
+    "adafactor",
     "adam",
     "adamax",
     "add_decoupled_weight_decay",
@@ -86,6 +91,7 @@ __all__ = (
     "migrate_state",
     "rmsprop",
     "scale_by_adadelta",
+    "scale_by_adafactor",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_ftrl",

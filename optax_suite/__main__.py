@@ -35,6 +35,8 @@ CONFIGS = (
                      loss_scale_factor=64.0)),
     ("ftrl", dict(learning_rate=0.3, l1_regularization_strength=1e-3,
                   l2_regularization_strength=1e-3, beta=0.1)),
+    ("adafactor", dict(learning_rate=0.5, clip_threshold=2.0,
+                       weight_decay=1e-3)),
 )
 
 

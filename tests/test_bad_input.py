@@ -30,7 +30,8 @@ from test_loss_scale import ours_ls_trajectory
 from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop, "ftrl": ox.ftrl}
+             "rmsprop": ox.rmsprop, "ftrl": ox.ftrl,
+             "adafactor": ox.adafactor}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to every factory.
@@ -61,6 +62,10 @@ RULE_BAD = {
              ("l2_regularization_strength", [-1e-3, INF]),
              ("l2_shrinkage_regularization_strength", [-1e-3, NAN]),
              ("beta", [-0.5, NAN, "0.1"])],
+    "adafactor": [("beta_2_decay", [0.8, NAN, -INF, "-0.8"]),
+                  ("epsilon_1", [-1e-30, NAN, INF]),
+                  ("epsilon_2", [-1e-3, NAN]),
+                  ("clip_threshold", [0.0, -1.0, NAN, INF])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -117,6 +122,8 @@ def test_edge_arguments_accepted(kind):
                        l1_regularization_strength=0.0,
                        l2_regularization_strength=0.0,
                        l2_shrinkage_regularization_strength=0.0, beta=0.0),
+          "adafactor": dict(beta_2_decay=0.0, epsilon_1=0.0, epsilon_2=0.0,
+                            relative_step=False),
           }[kind]
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,

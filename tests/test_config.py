@@ -7,7 +7,7 @@ What is proved here:
   trajectory is bitwise the original's (schedules, every base option and
   ``exclude_from_weight_decay`` included);
 * the dict ``keras.optimizers.serialize`` writes for Adam, Adamax, Adadelta,
-  RMSprop, Ftrl (and LossScaleOptimizer) with any of the six schedules is read by
+  RMSprop, Ftrl, Adafactor (and LossScaleOptimizer) with any of the six schedules is read by
   ``from_config``; writing the result back gives Keras's dict key for key,
   and its trajectory matches Keras's (``atol = rtol = 1e-6``);
 * Keras's own ``deserialize`` reads what ``get_config`` writes;
@@ -76,6 +76,12 @@ OURS = {
         l2_shrinkage_regularization_strength=0.05, beta=0.4, weight_decay=0.01,
         use_ema=True, gradient_accumulation_steps=2,
         exclude_from_weight_decay=["bias"]),
+    "adafactor-everything": lambda: ox.adafactor(
+        ox.schedules.polynomial_decay(0.5, 7, 0.01, power=2.0),
+        beta_2_decay=-0.6, epsilon_1=1e-20, epsilon_2=0.01,
+        clip_threshold=0.5, relative_step=False, weight_decay=0.01,
+        clipvalue=0.5, use_ema=True, ema_overwrite_frequency=4,
+        loss_scale_factor=2.0, gradient_accumulation_steps=2),
 }
 
 
@@ -121,6 +127,10 @@ def _keras_optimizers():
                                    l1_regularization_strength=0.01,
                                    l2_shrinkage_regularization_strength=0.1,
                                    weight_decay=0.02, use_ema=True)),
+      (keras.optimizers.Adafactor, dict(beta_2_decay=-0.5, epsilon_2=0.01,
+                                        clip_threshold=0.5,
+                                        relative_step=False,
+                                        gradient_accumulation_steps=2)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -142,7 +152,7 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
 
 
 @pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
-                                  "Ftrl-float"])
+                                  "Ftrl-float", "Adafactor-float"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))
@@ -238,6 +248,10 @@ OWN_ARGUMENTS = {
                            l2_regularization_strength=0.2,
                            l2_shrinkage_regularization_strength=0.3,
                            beta=0.4, clipnorm=1.0)),
+    "Adafactor": (ox.adafactor, dict(learning_rate=0.5, beta_2_decay=-0.6,
+                                     epsilon_1=1e-20, epsilon_2=0.01,
+                                     clip_threshold=2.0, relative_step=False,
+                                     weight_decay=0.1)),
 }
 
 

@@ -56,6 +56,10 @@ CASES = {
                      l2_regularization_strength=0.02,
                      l2_shrinkage_regularization_strength=0.05, beta=0.3),
         dict(var_names=["bias"])),
+    "adafactor-new-learning-rate": (
+        "adafactor", dict(learning_rate=0.05, beta_2_decay=-0.6,
+                          epsilon_2=0.01, clip_threshold=0.5),
+        dict(new_learning_rate=0.125)),
 }
 
 

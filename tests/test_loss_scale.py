@@ -25,7 +25,8 @@ from keras_oracle import max_deviation
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
-             "adadelta": ox.adadelta, "ftrl": ox.ftrl}
+             "adadelta": ox.adadelta, "ftrl": ox.ftrl,
+             "adafactor": ox.adafactor}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -97,6 +98,9 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
     ("ftrl", dict(learning_rate=0.05, l1_regularization_strength=0.01,
                   beta=0.2, gradient_accumulation_steps=2, use_ema=True,
                   ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8),
+    ("adafactor", dict(learning_rate=0.05, clip_threshold=0.5,
+                       gradient_accumulation_steps=3, use_ema=True,
+                       global_clipnorm=2.0, weight_decay=0.01), 3, 2.0**12),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.

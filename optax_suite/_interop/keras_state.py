@@ -7,7 +7,9 @@ averages (with ``use_ema``), the gradient accumulators (with
 ``gradient_accumulation_steps``) and the optimizer's slots, as its ``build``
 adds them. :func:`state_from_keras` reads that list into the state of the
 equivalent optax_suite optimizer, and :func:`from_keras` also builds that
-optimizer, so training continues step for step.
+optimizer, so training continues step for step. Where this package keeps
+fewer slots than Keras (Adafactor's matrices keep ``r`` and ``c`` but not
+Keras's full-size ``v``), the rule's spec says which Keras values are read.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ registered by adding its module here.
 """
 
 from optax_suite._rules import adadelta
+from optax_suite._rules import adafactor
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
 from optax_suite._rules import ftrl
@@ -15,6 +16,7 @@ from optax_suite._rules import rmsprop
 
 REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     adadelta,
+    adafactor,
     adam,
     adamax,
     ftrl,

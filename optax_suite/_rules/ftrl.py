@@ -61,7 +61,9 @@ def scale_by_ftrl(
   :math:`\tilde g`; the accumulator sees the raw gradient), and :math:`n`
   starts at ``initial_accumulator_value``. ``update`` needs ``params``. The
   output :math:`\Delta` points up the gradient (``w - Δ`` is Keras's new
-  weight). A coordinate that never had a gradient stays at
+  weight; Keras assigns :math:`w'` where optax adds an update, so the new
+  weight can differ from Keras's by half an ulp of the old one, which is
+  large next to a :math:`w'` much smaller than :math:`w`). A coordinate that never had a gradient stays at
   :math:`z = 0`, so :math:`w' = 0`: finite whenever :math:`q > 0`, i.e.
   unless ``initial_accumulator_value``, the L2 strength and ``beta`` are all
   0 (then Keras's ``0 / 0`` is NaN, and so is this). Low-precision leaves
