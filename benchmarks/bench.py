@@ -11,7 +11,9 @@ Contenders:
   optax  the nearest optax chain: [clip_by_global_norm] + scale_by_<rule> +
          [add_decayed_weights] + scale_by_learning_rate, wrapped in
          optax.MultiSteps for accumulation, plus a hand-written parameter EMA
-         with overwrite.
+         with overwrite. For adafactor the rule is optax.adafactor's chain
+         (factored RMS, block-RMS clip, parameter scale); ftrl has no optax
+         counterpart and is compared with Keras only.
   keras  keras.optimizers.<Opt>(...).stateless_apply under jax.jit
          (KERAS_BACKEND=jax).
   bw     a jitted elementwise kernel `a * s + b` over one flat float32 buffer
@@ -54,14 +56,16 @@ CONFIGS = {
     # Not in the grid; used for the micro-step figure without EMA.
     "acc": {"gradient_accumulation_steps": K_ACC},
 }
+# Full-size slots per parameter (Adafactor: 0, its matrices keep r and c).
 SLOTS = {"adam": 2, "adamax": 2, "adadelta": 2, "rmsprop": 1, "sgd": 1,
          "adamw": 2, "lion": 1, "schedule_free_adamw": 2,
-         "muon": 1, "adagrad": 1, "nadam": 2, "lamb": 2}
+         "muon": 1, "adagrad": 1, "nadam": 2, "lamb": 2, "ftrl": 2,
+         "adafactor": 0}
 KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
                "rmsprop": "RMSprop", "sgd": "SGD", "adamw": "AdamW",
                "lion": "Lion", "schedule_free_adamw": "ScheduleFreeAdamW",
                "muon": "Muon", "adagrad": "Adagrad", "nadam": "Nadam",
-               "lamb": "Lamb"}
+               "lamb": "Lamb", "ftrl": "Ftrl", "adafactor": "Adafactor"}
 # Muon: one slot (momentum) on the 2-D kernels that hold most numbers (two,
 # Adam's, on the vectors); its floor ignores the Newton-Schulz matmuls.
 # Weight decay an optimizer applies when a config sets none (Keras's AdamW
@@ -69,6 +73,8 @@ KERAS_NAMES = {"adam": "Adam", "adamax": "Adamax", "adadelta": "Adadelta",
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}
 # Own arguments every contender gets (SGD is timed with momentum, as used).
 OWN_ARGS = {"sgd": {"momentum": 0.9}}
+# Optimizers optax has no counterpart of: their rows compare with Keras only.
+NO_OPTAX_PEER = ("ftrl",)
 
 
 # ----------------------------------------------------------------------------
@@ -143,6 +149,10 @@ def optax_rule(opt_name):
     return optax.scale_by_adam(0.9, 0.999, eps=1e-7, nesterov=True)
   if opt_name == "lamb":  # optax.lamb's parts; its decay goes in between.
     return optax.scale_by_adam(0.9, 0.999, eps=1e-7)
+  if opt_name == "adafactor":  # optax.adafactor's chain, before its lr.
+    return optax.chain(optax.scale_by_factored_rms(),
+                       optax.clip_by_block_rms(1.0),
+                       optax.scale_by_param_block_rms())
   return optax.scale_by_rms(decay=0.9, eps=1e-7, initial_scale=0.0)
 
 
@@ -268,6 +278,7 @@ class Runner:
     self.peak_bytes = (
         mem.argument_size_in_bytes + mem.output_size_in_bytes
         - mem.alias_size_in_bytes + mem.temp_size_in_bytes) if mem else 0
+    self.state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
     self.args = [params, state]
     self.grads = grads
     self.times = []
@@ -318,6 +329,8 @@ def bench_row(opt_name, cfg_name, params, grads, contenders, rounds, calls,
   cfg = CONFIGS[cfg_name]
   runners = []
   for c in contenders:
+    if c == "optax" and opt_name in NO_OPTAX_PEER:
+      continue
     init, step = CONTENDERS[c](opt_name, cfg)
     runners.append(Runner(c, init, step, params, grads))
   for r in runners:  # Warm up.
@@ -332,6 +345,7 @@ def bench_row(opt_name, cfg_name, params, grads, contenders, rounds, calls,
       "compile_s": {r.name: r.compile_s for r in runners},
       "peak_mb": {r.name: r.peak_bytes / 2**20 for r in runners},
       "temp_mb": {r.name: r.temp_bytes / 2**20 for r in runners},
+      "state_mb": {r.name: r.state_bytes / 2**20 for r in runners},
   }
   if "ours" in row and cfg.get("gradient_accumulation_steps"):
     k = cfg["gradient_accumulation_steps"]
@@ -378,7 +392,8 @@ def main(argv=None):
   header = ("| tree | opt | config | ours ms | optax ms | keras ms | "
             "ours/optax | ours/keras | ours/min | % of floor | "
             "compile s (ours/optax/keras) | peak MB (ours/optax/keras) | "
-            "temp MB ours | micro/update ms |")
+            "state MB (ours/optax/keras) | temp MB ours | micro/update ms |")
+  # state MB: the optimizer state's bytes after init (Keras: its variables).
   lines = [header, "|" + "---|" * (header.count("|") - 1)]
   print(header, flush=True)
   records = []
@@ -415,6 +430,8 @@ def main(argv=None):
             + "/".join(fmt(g(res['compile_s'], c), '.1f')
                        for c in ('ours', 'optax', 'keras')) + " | "
             + "/".join(fmt(g(res['peak_mb'], c), '.0f')
+                       for c in ('ours', 'optax', 'keras')) + " | "
+            + "/".join(fmt(g(res['state_mb'], c), '.1f')
                        for c in ('ours', 'optax', 'keras')) + " | "
             f"{fmt(g(res['temp_mb'], 'ours'), '.1f')} | "
             + (f"{fmt(res['micro_ms'])}/{fmt(res['update_ms'])} "

@@ -39,6 +39,9 @@ from optax_suite._options.weight_decay import DecoupledWeightDecayState
 from optax_suite._rules.adadelta import adadelta
 from optax_suite._rules.adadelta import scale_by_adadelta
 from optax_suite._rules.adadelta import ScaleByAdadeltaState
+from optax_suite._rules.adafactor import adafactor
+from optax_suite._rules.adafactor import scale_by_adafactor
+from optax_suite._rules.adafactor import ScaleByAdafactorState
 from optax_suite._rules.adagrad import adagrad
 from optax_suite._rules.adagrad import scale_by_adagrad
 from optax_suite._rules.adagrad import ScaleByAdagradState
@@ -49,6 +52,9 @@ from optax_suite._rules.adamax import adamax
 from optax_suite._rules.adamax import scale_by_adamax
 from optax_suite._rules.adamax import ScaleByAdamaxState
 from optax_suite._rules.adamw import adamw
+from optax_suite._rules.ftrl import ftrl
+from optax_suite._rules.ftrl import scale_by_ftrl
+from optax_suite._rules.ftrl import ScaleByFtrlState
 from optax_suite._rules.lamb import lamb
 from optax_suite._rules.lamb import scale_by_lamb
 from optax_suite._rules.lamb import ScaleByLambState
@@ -92,12 +98,15 @@ __all__ = (
     "ScaleByMuonState",
     "ScaleByLambState",
     "ScaleByNadamState",
+    "ScaleByAdafactorState",
+    "ScaleByFtrlState",
     "ScaleByRmspropState",
     "ScaleByScheduleFreeAdamwState",
     "ScaleBySgdState",
     "accumulate_gradients",
     "adadelta",
     "adagrad",
+    "adafactor",
     "adam",
     "adamax",
     "adamw",
@@ -112,6 +121,7 @@ __all__ = (
     "finalize_variable_values",
     "from_config",
     "from_keras",
+    "ftrl",
     "get_config",
     "global_norm",
     "inject_hyperparams",
@@ -132,6 +142,8 @@ __all__ = (
     "scale_by_muon",
     "scale_by_lamb",
     "scale_by_nadam",
+    "scale_by_adafactor",
+    "scale_by_ftrl",
     "scale_by_rmsprop",
     "scale_by_schedule_free_adamw",
     "scale_by_sgd",

@@ -49,6 +49,10 @@ CONFIGS = (
                    gradient_accumulation_steps=2, weight_decay=1e-3)),
     ("lamb", dict(learning_rate=0.01, weight_decay=0.01, clipnorm=1.0,
                   use_ema=True, ema_momentum=0.9)),
+    ("ftrl", dict(learning_rate=0.3, l1_regularization_strength=1e-3,
+                  l2_regularization_strength=1e-3, beta=0.1)),
+    ("adafactor", dict(learning_rate=0.5, clip_threshold=2.0,
+                       weight_decay=1e-3)),
 )
 
 

@@ -61,6 +61,26 @@ def check_non_negative(name: str, value: Any) -> None:
     )
 
 
+def check_non_positive(name: str, value: Any) -> None:
+  """`value` must be a finite number <= 0."""
+  check_number(name, value)
+  v = _as_float(value)
+  if v is not None and (not math.isfinite(v) or v > 0):
+    raise ValueError(
+        f"`{name}` must be a finite number <= 0. Received: {name}={value!r}"
+    )
+
+
+def check_positive(name: str, value: Any) -> None:
+  """`value` must be a finite number > 0."""
+  check_number(name, value)
+  v = _as_float(value)
+  if v is not None and (not math.isfinite(v) or v <= 0):
+    raise ValueError(
+        f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
+    )
+
+
 def check_unit_interval(
     name: str, value: Any, *, closed_right: bool = False
 ) -> None:

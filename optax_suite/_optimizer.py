@@ -319,6 +319,9 @@ class KerasSpec:
       (RMSprop's momentum slot, kept for an injected momentum of 0).
     scalars: ``((keras variable name, state field), ...)``, scalar variables
       the rule's ``build`` adds after its slots (e.g. Nadam's ``u_product``).
+    import_slots: optional ``{field: [value per Keras variable]} -> {field:
+      [value per non-None leaf of that field]}``, for a rule that keeps a
+      slot for some leaves only (Adafactor); None: one value per leaf.
   """
   class_name: str
   factory: Callable[..., Any]
@@ -327,6 +330,7 @@ class KerasSpec:
   slot_groups: Callable[[Any], list]
   optional_slots: tuple[str, ...] = ()
   scalars: tuple[tuple[str, str], ...] = ()
+  import_slots: Optional[Callable[[dict], dict]] = None
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.

@@ -143,6 +143,39 @@ CATALOG: dict[str, Entry] = {
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
              dict(weight_decay=0.1, learning_rate=0.05)),
         random_own=_adam_like),
+    "ftrl": Entry(
+        "Ftrl", parity_learning_rate=0.05,
+        own=(dict(learning_rate=0.1, learning_rate_power=-0.7,
+                  initial_accumulator_value=0.5),
+             dict(learning_rate=0.05, l1_regularization_strength=0.01,
+                  l2_regularization_strength=0.1),
+             dict(learning_rate=0.05, l2_shrinkage_regularization_strength=0.2,
+                  beta=0.5),
+             dict(learning_rate=0.2, learning_rate_power=0.0,
+                  initial_accumulator_value=0.0, beta=1.0)),
+        random_own=lambda rng: dict(
+            learning_rate_power=float(rng.choice([-1.0, -0.5, -0.2, 0.0])),
+            initial_accumulator_value=float(rng.choice([0.01, 0.1, 1.0])),
+            l1_regularization_strength=float(rng.choice([0.0, 0.001, 0.05])),
+            l2_regularization_strength=float(rng.choice([0.0, 0.01, 0.5])),
+            l2_shrinkage_regularization_strength=float(
+                rng.choice([0.0, 0.01, 0.3])),
+            beta=float(rng.choice([0.0, 0.1, 1.0]))),
+        learning_rates=(0.01, 0.05, 0.2)),
+    "adafactor": Entry(
+        "Adafactor",
+        own=(dict(learning_rate=0.01),
+             dict(beta_2_decay=-0.5, epsilon_1=1e-3, epsilon_2=0.1),
+             dict(learning_rate=0.05, clip_threshold=0.2,
+                  relative_step=False),
+             dict(learning_rate=2.0, clip_threshold=5.0)),
+        random_own=lambda rng: dict(
+            beta_2_decay=float(rng.choice([-0.8, -0.5, -1.0])),
+            epsilon_1=float(rng.choice([1e-30, 1e-10, 1e-3])),
+            epsilon_2=float(rng.choice([1e-3, 1e-2, 0.5])),
+            clip_threshold=float(rng.choice([0.5, 1.0, 4.0])),
+            relative_step=bool(rng.random() < 0.5)),
+        learning_rates=(1e-3, 0.01, 0.05, 0.5)),
 }
 
 KINDS = tuple(CATALOG)

@@ -110,14 +110,18 @@ def varied_grads(params, steps, seed=0, scale=1.0):
 
 
 def make_params(seed=0, dtype=np.float32):
-  """A pytree of several leaves with different shapes."""
+  """A pytree of leaves of ranks 0, 1, 2, 3 and 4."""
   rng = np.random.default_rng(seed)
-  return {
+  params = {
       "dense": {"kernel": jnp.asarray(rng.normal(size=(4, 3)), dtype),
                 "bias": jnp.asarray(rng.normal(size=(3,)), dtype)},
       "conv": {"kernel": jnp.asarray(rng.normal(size=(2, 2, 3, 2)), dtype)},
       "scale": jnp.asarray(rng.normal(size=()), dtype),
   }
+  # Drawn last so that the leaves above keep their values. Ranks 0 to 4:
+  # every path of the factored rules (Adafactor, Muon) runs.
+  params["heads"] = {"kernel": jnp.asarray(rng.normal(size=(2, 3, 5)), dtype)}
+  return params
 
 
 # Parity tolerance, shared by every module that compares with Keras.

@@ -36,10 +36,11 @@ FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
              "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
              "muon": ox.muon,
              "adagrad": ox.adagrad, "nadam": ox.nadam,
-             "lamb": ox.lamb}
+             "lamb": ox.lamb,
+             "ftrl": ox.ftrl, "adafactor": ox.adafactor}
 NAN, INF = float("nan"), float("inf")
 
-# (argument, bad values) common to the four factories.
+# (argument, bad values) common to every factory.
 BASE_BAD = [
     ("learning_rate", [-0.1, -1, NAN, INF, -INF, "0.1", None, True]),
     ("weight_decay", [-0.004, NAN, INF]),
@@ -53,6 +54,7 @@ BASE_BAD = [
 ]
 EPSILON_BAD = ("epsilon", [-1e-7, NAN, INF, "1e-7"])
 # Arguments of the rules, by factory.
+EPSILON_BAD = ("epsilon", [-1e-7, NAN, INF, "1e-7"])
 RULE_BAD = {
     "adam": [("beta_1", [-0.1, 1.0, 1.5, NAN]),
              ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD],
@@ -81,6 +83,16 @@ RULE_BAD = {
               EPSILON_BAD],
     "lamb": [("beta_1", [-0.1, 1.0, INF]), ("beta_2", [-0.1, 1.0, NAN]),
              EPSILON_BAD],
+    "ftrl": [("learning_rate_power", [0.5, 1, NAN, -INF, "-0.5"]),
+             ("initial_accumulator_value", [-0.1, NAN, INF]),
+             ("l1_regularization_strength", [-1e-3, NAN]),
+             ("l2_regularization_strength", [-1e-3, INF]),
+             ("l2_shrinkage_regularization_strength", [-1e-3, NAN]),
+             ("beta", [-0.5, NAN, "0.1"])],
+    "adafactor": [("beta_2_decay", [0.8, NAN, -INF, "-0.8"]),
+                  ("epsilon_1", [-1e-30, NAN, INF]),
+                  ("epsilon_2", [-1e-3, NAN]),
+                  ("clip_threshold", [0.0, -1.0, NAN, INF])],
 }
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
@@ -143,7 +155,13 @@ def test_edge_arguments_accepted(kind):
                        adam_lr_ratio=0.0, epsilon=0.0),
           "adagrad": dict(initial_accumulator_value=0.0, epsilon=0.0),
           "nadam": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "lamb": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0)}[kind]
+          "lamb": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+          "ftrl": dict(learning_rate_power=0.0, initial_accumulator_value=0.0,
+                       l1_regularization_strength=0.0,
+                       l2_regularization_strength=0.0,
+                       l2_shrinkage_regularization_strength=0.0, beta=0.0),
+          "adafactor": dict(beta_2_decay=0.0, epsilon_1=0.0, epsilon_2=0.0,
+                            relative_step=False)}[kind]
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,
@@ -302,8 +320,8 @@ def test_huge_finite_gradient_with_scaling_matches_keras():
   got, got_scale, _ = ours_ls_trajectory(opt, params, grads)
   assert got_scale == want_scale
   assert_trajectories_match(want, got)
-  assert _nan_leaves(got[12]) == [False] * 4
-  assert _nan_leaves(got[-1]) == [False, False, True, False]
+  assert _nan_leaves(got[12]) == [False] * 5
+  assert _nan_leaves(got[-1]) == [False, False, True, False, False]
   for w, g in zip(jax.tree.leaves(want[-1]), jax.tree.leaves(got[-1])):
     np.testing.assert_array_equal(np.isnan(w), np.isnan(g))
   clipped = ox.loss_scale_optimizer(ox.adam(0.01, clipvalue=1.0), 2.0**10, 4)

@@ -7,7 +7,7 @@ What is proved here:
   trajectory is bitwise the original's (schedules, every base option and
   ``exclude_from_weight_decay`` included);
 * the dict ``keras.optimizers.serialize`` writes for Adam, Adamax, Adadelta,
-  RMSprop (and LossScaleOptimizer) with any of the six schedules is read by
+  RMSprop, Ftrl, Adafactor (and LossScaleOptimizer) with any of the six schedules is read by
   ``from_config``; writing the result back gives Keras's dict key for key,
   and its trajectory matches Keras's (``atol = rtol = 1e-6``);
 * Keras's own ``deserialize`` reads what ``get_config`` writes;
@@ -103,6 +103,19 @@ OURS = {
         ox.schedules.inverse_time_decay(0.02, 3, 0.5), beta_1=0.85,
         epsilon=1e-6, weight_decay=0.1, clipnorm=1.0,
         gradient_accumulation_steps=2, exclude_from_weight_decay=["kernel"]),
+    "ftrl-everything": lambda: ox.ftrl(
+        ox.schedules.inverse_time_decay(0.2, 3, 0.5), learning_rate_power=-0.7,
+        initial_accumulator_value=0.3, l1_regularization_strength=0.01,
+        l2_regularization_strength=0.02,
+        l2_shrinkage_regularization_strength=0.05, beta=0.4, weight_decay=0.01,
+        use_ema=True, gradient_accumulation_steps=2,
+        exclude_from_weight_decay=["bias"]),
+    "adafactor-everything": lambda: ox.adafactor(
+        ox.schedules.polynomial_decay(0.5, 7, 0.01, power=2.0),
+        beta_2_decay=-0.6, epsilon_1=1e-20, epsilon_2=0.01,
+        clip_threshold=0.5, relative_step=False, weight_decay=0.01,
+        clipvalue=0.5, use_ema=True, ema_overwrite_frequency=4,
+        loss_scale_factor=2.0, gradient_accumulation_steps=2),
 }
 
 
@@ -178,6 +191,14 @@ def _keras_optimizers():
       (keras.optimizers.Lamb, dict(beta_1=0.85, epsilon=1e-6,
                                    weight_decay=0.1, use_ema=True,
                                    ema_overwrite_frequency=2)),
+      (keras.optimizers.Ftrl, dict(learning_rate_power=-0.3, beta=0.2,
+                                   l1_regularization_strength=0.01,
+                                   l2_shrinkage_regularization_strength=0.1,
+                                   weight_decay=0.02, use_ema=True)),
+      (keras.optimizers.Adafactor, dict(beta_2_decay=-0.5, epsilon_2=0.01,
+                                        clip_threshold=0.5,
+                                        relative_step=False,
+                                        gradient_accumulation_steps=2)),
   ]
   for i, name in enumerate(names):
     cls, options = kinds[i % len(kinds)]
@@ -201,7 +222,8 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
 @pytest.mark.parametrize("case", ["Adam-CosineDecay", "RMSprop-float",
                                   "Muon-float",
                                   "Adagrad-PiecewiseConstantDecay",
-                                  "Nadam-PolynomialDecay", "Lamb-float"])
+                                  "Nadam-PolynomialDecay", "Lamb-float",
+                                  "Ftrl-float", "Adafactor-float"])
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))
@@ -286,3 +308,32 @@ def test_plain_config_needs_a_class_name():
 def test_get_config_refuses_what_has_no_json_form(make, message):
   with pytest.raises(ValueError, match=message):
     ox.get_config(make())
+
+
+OWN_ARGUMENTS = {
+    "Ftrl": (ox.ftrl, dict(learning_rate=0.25, learning_rate_power=-0.2,
+                           initial_accumulator_value=0.5,
+                           l1_regularization_strength=0.1,
+                           l2_regularization_strength=0.2,
+                           l2_shrinkage_regularization_strength=0.3,
+                           beta=0.4, clipnorm=1.0)),
+    "Adafactor": (ox.adafactor, dict(learning_rate=0.5, beta_2_decay=-0.6,
+                                     epsilon_1=1e-20, epsilon_2=0.01,
+                                     clip_threshold=2.0, relative_step=False,
+                                     weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("class_name", sorted(OWN_ARGUMENTS))
+def test_get_config_is_keras_serialize_with_own_arguments(class_name):
+  """Every own argument away from its default, in Keras's key order.
+
+  (Keras writes its learning-rate variable's float32 value: 0.25 is exact.)
+  """
+  factory, kw = OWN_ARGUMENTS[class_name]
+  ours = ox.get_config(factory(**kw, name="opt"))
+  theirs = keras.optimizers.serialize(
+      getattr(keras.optimizers, class_name)(**kw, name="opt"))
+  assert ours == theirs
+  assert list(ours["config"]) == list(theirs["config"])
+  assert ox.get_config(ox.from_config(theirs)) == theirs

@@ -75,6 +75,17 @@ CASES = {
     "nadam-u-product": ("nadam", dict(learning_rate=0.02, beta_1=0.8), {}),
     "lamb-exclude-by-name": ("lamb", dict(learning_rate=0.02, beta_2=0.99),
                              dict(var_names=["bias"])),
+    "ftrl-everything-exclude-by-name": (
+        "ftrl", dict(learning_rate=0.1, learning_rate_power=-0.6,
+                     initial_accumulator_value=0.2,
+                     l1_regularization_strength=0.01,
+                     l2_regularization_strength=0.02,
+                     l2_shrinkage_regularization_strength=0.05, beta=0.3),
+        dict(var_names=["bias"])),
+    "adafactor-new-learning-rate": (
+        "adafactor", dict(learning_rate=0.05, beta_2_decay=-0.6,
+                          epsilon_2=0.01, clip_threshold=0.5),
+        dict(new_learning_rate=0.125)),
 }
 
 

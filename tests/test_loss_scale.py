@@ -31,7 +31,8 @@ FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
              "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
              "muon": ox.muon,
              "adagrad": ox.adagrad, "nadam": ox.nadam,
-             "lamb": ox.lamb}
+             "lamb": ox.lamb,
+             "ftrl": ox.ftrl, "adafactor": ox.adafactor}
 
 
 def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
@@ -121,6 +122,12 @@ def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
     ("lamb", dict(learning_rate=0.01, weight_decay=0.05,
                   gradient_accumulation_steps=2, use_ema=True,
                   ema_overwrite_frequency=5, global_clipnorm=3.0), 3, 2.0**6),
+    ("ftrl", dict(learning_rate=0.05, l1_regularization_strength=0.01,
+                  beta=0.2, gradient_accumulation_steps=2, use_ema=True,
+                  ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8),
+    ("adafactor", dict(learning_rate=0.05, clip_threshold=0.5,
+                       gradient_accumulation_steps=3, use_ema=True,
+                       global_clipnorm=2.0, weight_decay=0.01), 3, 2.0**12),
 ])
 def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.

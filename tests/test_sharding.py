@@ -63,6 +63,14 @@ CHILD = textwrap.dedent("""
             owner = [p for q, p in by_path.items() if path.endswith(q)]
             if owner and owner[0].shape == leaf.shape:
                 want = owner[0].sharding
+            elif owner and (".r[" in path or ".c[" in path) and (
+                    leaf.ndim == owner[0].ndim - 1):
+                # Adafactor's row (r) and column (c) statistics: laid out
+                # like the parameter without the axis they average over.
+                spec = list(owner[0].sharding.spec)
+                spec += [None] * (owner[0].ndim - len(spec))
+                del spec[-1 if ".r[" in path else -2]
+                want = NamedSharding(mesh, P(*spec))
             elif leaf.ndim == 0:
                 if not leaf.sharding.is_fully_replicated:
                     bad.append(f"{path}: {leaf.sharding} is split")
@@ -151,7 +159,8 @@ def sharded():
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_init_gives_each_slot_its_parameter_sharding(sharded, name):
   """Eager and jitted `init`: every slot, accumulator and EMA leaf is laid
-  out like its parameter on the 2-D mesh."""
+  out like its parameter on the 2-D mesh (Adafactor's row and column
+  statistics like the parameter without the axis they average over)."""
   assert sharded[name]["eager_init"] == []
   assert sharded[name]["jit_init"] == []
 

@@ -8,7 +8,9 @@ parameter averages (with ``use_ema``), the gradient accumulators (with
 adds them, and any scalar its ``build`` adds last (Nadam's ``u_product``).
 :func:`state_from_keras` reads that list into the state of the equivalent
 optax_suite optimizer, and :func:`from_keras` also builds that optimizer, so
-training continues step for step.
+training continues step for step. Where this package keeps
+fewer slots than Keras (Adafactor's matrices keep ``r`` and ``c`` but not
+Keras's full-size ``v``), the rule's spec says which Keras values are read.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class _KerasVariables:
           f"optimizer has {len(names)} variables.")
     self.state_class, groups, self.optional_slots = _slot_groups(
         keras_optimizer)
-    scalars = _rules.REGISTRY[type(keras_optimizer).__name__].scalars
+    spec = _rules.REGISTRY[type(keras_optimizer).__name__]
+    scalars = spec.scalars
     self.k = keras_optimizer.gradient_accumulation_steps
     # A field ending in "?" is a slot Keras adds to some variables only
     # (Muon's Adam "velocity"): those groups are read by name, variable by
@@ -115,6 +118,8 @@ class _KerasVariables:
       pos += n_vars * len(group)
     self.scalars = {field: take(1, keras_name, numbered=True)[0]
                     for keras_name, field in scalars}
+    if spec.import_slots is not None:
+      self.slots = spec.import_slots(self.slots)
     if pos != len(values):
       raise ValueError(
           f"The Keras optimizer has {len(values) - pos} variables left over "

@@ -238,3 +238,54 @@ def descend_with_weight_decay(
 
   return _per_leaf_with_decay_mask(
       leaf, learning_rate, weight_decay_mask, exclude_from_weight_decay)
+
+
+def with_decayed_params(
+    inner: optax.GradientTransformation,
+    weight_decay: Optional[float],
+    learning_rate: _common.ScalarOrSchedule,
+    *,
+    weight_decay_mask: MaskOrFn = None,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
+) -> optax.GradientTransformation:
+  r"""Hands ``inner`` the parameters as Keras's rule sees them: decayed.
+
+  Keras decays a variable (:math:`w_1 = w - w \lambda \eta`) before its
+  optimizer's ``update_step`` reads it, so a rule that reads the parameters
+  (Ftrl's linear term, Adafactor's RMS of the weights) reads :math:`w_1`.
+  This passes :math:`w_1` (computed as :func:`descend_with_weight_decay`
+  does) to ``inner.update`` as ``params``; ``inner``'s state is its own,
+  unwrapped. Without decay it returns ``inner`` itself. The rule's step is
+  then taken from :math:`w_1`, which :func:`descend_with_weight_decay` also
+  starts from.
+
+  Args:
+    inner: a rule that reads ``params``.
+    weight_decay: :math:`\lambda`, or None for no decay.
+    learning_rate: the learning rate of this call (a number or array).
+    weight_decay_mask: tree of booleans or callable; True means decay.
+    exclude_from_weight_decay: name patterns that do not decay.
+
+  Returns:
+    An ``optax.GradientTransformation`` with ``inner``'s state.
+  """
+  if weight_decay is None:
+    return inner
+
+  def decayed(p, flag):
+    if flag is False or p is None:
+      return p
+    dt = _common.compute_dtype(p.dtype)
+    w = p.astype(dt)
+    w1 = w - (w * weight_decay) * jnp.asarray(learning_rate).astype(dt)
+    if flag is not True:
+      w1 = jnp.where(flag, w1, w)
+    return w1  # In float32 (or wider) for low-precision leaves.
+
+  def update_fn(updates, state, params=None):
+    _common.check_params(params, "weight decay")
+    mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
+    return inner.update(updates, state,
+                        _common.tree_map(decayed, params, mask))
+
+  return optax.GradientTransformation(inner.init, update_fn)

@@ -8,13 +8,15 @@ registered by adding its module here.
 """
 
 from optax_suite._rules import adadelta
+from optax_suite._rules import adafactor
 from optax_suite._rules import adagrad
 from optax_suite._rules import adam
 from optax_suite._rules import adamax
 from optax_suite._rules import adamw
+from optax_suite._rules import ftrl
+from optax_suite._rules import lamb
 from optax_suite._rules import lion
 from optax_suite._rules import muon
-from optax_suite._rules import lamb
 from optax_suite._rules import nadam
 from optax_suite._rules import rmsprop
 from optax_suite._rules import schedule_free_adamw
@@ -30,6 +32,8 @@ REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
     muon,
     lamb,
     nadam,
+    adafactor,
+    ftrl,
     rmsprop,
     schedule_free_adamw,
     sgd,
