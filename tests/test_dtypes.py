@@ -73,6 +73,12 @@ def _cast(tree, dtype):
 # and add up over the 200 steps. Measured: at most 2.33 units (adamax
 # bfloat16; adadelta float16 2.32); allowed: about twice that.
 BOUND_EPS = 5.0
+# Lion moves every weight by the full learning rate on every step (the sign
+# of its interpolation), so each stored low-precision weight is rounded after
+# a step of fixed size however small the gradient: its distance to the
+# float32 run grows faster. Measured: ours 6.2 eps (bf16) and 7.8 eps (f16),
+# Keras's own 7.8 and 8.6 eps on the same run.
+BOUND_EPS_OF = {"lion": 10.0}
 
 
 def mean_deviation(ref_seq, seq):
@@ -155,7 +161,8 @@ def test_low_precision_stays_near_float32(float32_runs, kind, dtype):
   unit = float(jnp.finfo(dtype).eps) * mean_magnitude(reference)
   print(f"{kind} {jnp.dtype(dtype).name}: ours {ours_dev:.3g} "
         f"({ours_dev / unit:.3g} eps), keras {keras_dev:.3g}")
-  assert ours_dev <= BOUND_EPS * unit, (ours_dev / unit, BOUND_EPS)
+  bound = BOUND_EPS_OF.get(kind, BOUND_EPS)
+  assert ours_dev <= bound * unit, (ours_dev / unit, bound)
   if np.isfinite(keras_dev):
     # bfloat16 Adafactor: its steps are mostly below half a bfloat16 ulp of
     # the weights, so storage rounding decides the distance and which run is

@@ -24,6 +24,7 @@ from keras_oracle import assert_trajectories_match
 from keras_oracle import build_keras
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
+from keras_oracle import max_deviation
 from keras_oracle import varied_grads
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
