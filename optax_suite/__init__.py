@@ -44,6 +44,11 @@ from optax_suite._rules.rmsprop import ScaleByRmspropState
 from optax_suite._options.weight_decay import add_decoupled_weight_decay
 from optax_suite._options.weight_decay import decay_mask
 from optax_suite._options.weight_decay import DecoupledWeightDecayState
+from optax_suite._options.apply import apply
+from optax_suite._options.apply import apply_updates
+from optax_suite._options.sparse import accumulate_rows
+from optax_suite._options.sparse import lazy_rows
+from optax_suite._options.sparse import RowAccumulationState
 
 __version__ = "0.1.0"
 
@@ -58,13 +63,17 @@ __all__ = (
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "RowAccumulationState",
     "ScaleByRmspropState",
     "accumulate_gradients",
+    "accumulate_rows",
     "adadelta",
     "adam",
     "adamax",
     "add_decoupled_weight_decay",
     "all_finite",
+    "apply",
+    "apply_updates",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
@@ -77,6 +86,7 @@ __all__ = (
     "global_norm",
     "inject_hyperparams",
     "keras_optimizer",
+    "lazy_rows",
     "loss_scale_optimizer",
     "migrate_state",
     "rmsprop",

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import sparse as jsparse
 
 ScalarOrSchedule = Union[float, int, jax.Array, Callable[..., Any]]
 
@@ -196,6 +197,20 @@ def zero_update(g: Any) -> Any:
   return jnp.zeros_like(g)
 
 
+def identity_update(g: Any) -> Any:
+  """A zero update that leaves every bit of the parameter as it was.
+
+  -0.0 is the exact identity of IEEE addition (``-0.0 + x == x`` bitwise,
+  also for ``x = -0.0``, which ``+0.0`` would turn into ``+0.0``).
+  """
+  if g is None:
+    return None
+  g = jnp.asarray(g)
+  if jnp.issubdtype(g.dtype, jnp.floating):
+    return jnp.full(g.shape, -0.0, g.dtype)
+  return zero_update(g)
+
+
 def compute_dtype(dtype: Any) -> Any:
   """Updates are computed in float32 at least (float64 stays float64)."""
   return jnp.promote_types(dtype, jnp.float32)
@@ -209,11 +224,16 @@ def check_params(params: Any, needed_for: str) -> None:
     )
 
 
+def _is_bcoo(x: Any) -> bool:
+  return isinstance(x, jsparse.BCOO)
+
+
 def check_same_structure(grads: Any, params: Any) -> None:
   """Grads and params must have the same tree structure."""
   if params is None:
     return
-  gs = jax.tree.structure(grads)  # A None grad for an array param differs.
+  # A None grad for an array param differs; a row-sparse BCOO is one leaf.
+  gs = jax.tree.structure(grads, is_leaf=_is_bcoo)
   ps = jax.tree.structure(params)
   if gs != ps:
     raise ValueError(

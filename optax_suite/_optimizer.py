@@ -22,6 +22,7 @@ from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import clipping as _clipping
 from optax_suite import _common
 from optax_suite._options import ema as _ema
+from optax_suite._options import sparse as _sparse
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -62,6 +63,7 @@ def check_base_arguments(
     *, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm,
     ema_momentum, ema_overwrite_frequency, loss_scale_factor,
     gradient_accumulation_steps, exclude_from_weight_decay, weight_decay_mask,
+    lazy_rows=False,
 ) -> None:
   """Construction-time checks of Keras's base optimizer arguments."""
   _common.check_learning_rate(learning_rate)
@@ -95,6 +97,9 @@ def check_base_arguments(
         "`exclude_from_weight_decay` must be a list of strings or None. "
         f"Received: exclude_from_weight_decay={exclude_from_weight_decay!r}")
   del weight_decay_mask  # Any tree of booleans or callable is accepted.
+  if not isinstance(lazy_rows, bool):
+    raise ValueError(
+        f"`lazy_rows` must be True or False. Received: lazy_rows={lazy_rows!r}")
 
 
 def _clip(clipnorm, clipvalue, global_clipnorm) -> optax.GradientTransformation:
@@ -122,6 +127,7 @@ def keras_optimizer(
     gradient_accumulation_steps: Optional[int] = None,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Chains a Keras update rule with Keras's base optimizer options.
 
@@ -152,10 +158,13 @@ def keras_optimizer(
     gradient_accumulation_steps: update every so many calls, or None.
     exclude_from_weight_decay: name patterns that do not decay.
     weight_decay_mask: tree of booleans or callable; True means decay.
+    lazy_rows: update only the touched rows for row-sparse (``BCOO``)
+      gradients, as tf.keras's sparse path does (see ``BASE_DOC``).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
-    ``(grads, state, params)``.
+    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``)
+    whose ``update`` takes ``(grads, state, params)``; it also carries the
+    fused step that :func:`optax_suite.apply` uses.
 
   Example:
     >>> import jax.numpy as jnp, optax_suite as ox
@@ -174,7 +183,7 @@ def keras_optimizer(
       loss_scale_factor=loss_scale_factor,
       gradient_accumulation_steps=gradient_accumulation_steps,
       exclude_from_weight_decay=exclude_from_weight_decay,
-      weight_decay_mask=weight_decay_mask)
+      weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
   clip = _clip(clipnorm, clipvalue, global_clipnorm)
   scale_by_rule(0.0)  # Runs the rule's own argument checks now.
 
@@ -183,14 +192,20 @@ def keras_optimizer(
         weight_decay, lr, weight_decay_mask=weight_decay_mask,
         exclude_from_weight_decay=exclude_from_weight_decay)]
     tx = optax.chain(*parts)
+    if lazy_rows:
+      tx = _sparse.lazy_rows(tx)
     if gradient_accumulation_steps is not None:
-      tx = _accumulation.accumulate_gradients(tx, gradient_accumulation_steps)
+      accumulate = (_sparse.accumulate_rows if lazy_rows
+                    else _accumulation.accumulate_gradients)
+      tx = accumulate(tx, gradient_accumulation_steps)
     return tx
 
   average = _ema.ema(
       ema_momentum, ema_overwrite_frequency,
       gradient_accumulation_steps=gradient_accumulation_steps,
   ) if use_ema else None
+  if use_ema and lazy_rows:
+    average = _sparse.lazy_rows(average)
   needs_params = [n for n, on in (("weight decay", weight_decay is not None),
                                   ("EMA (`use_ema=True`)", use_ema)) if on]
 
@@ -208,6 +223,10 @@ def keras_optimizer(
     for needed_for in needs_params:
       _common.check_params(params, needed_for)
     _common.check_same_structure(updates, params)
+    if _sparse.has_row_sparse(updates):
+      _sparse.check_row_sparse(updates, params)
+      if not lazy_rows:  # Keras 3 treats a sparse gradient as the dense one.
+        updates = _sparse.densify(updates)
     if loss_scale_factor is not None:
       updates = jax.tree.map(
           lambda g: g / state.loss_scale_factor.astype(g.dtype)
@@ -221,7 +240,65 @@ def keras_optimizer(
         optax.safe_increment(state.count), state.loss_scale_factor, inner,
         ema_state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  opt = KerasOptimizer(init_fn, update_fn)
+  opt.fused_step = _fused_step(update_fn, lazy_rows, gradient_accumulation_steps,
+                         average, ema_overwrite_frequency, loss_scale_factor)
+  return opt
+
+
+def _fused_step(update_fn, lazy_rows, k, average, overwrite_frequency,
+                loss_scale_factor):
+  """``(grads, state, params) -> (params, state)``: see ``optax_suite.apply``.
+
+  Without accumulation (or with lazy rows, whose micro-step update is
+  already row-sparse) it is ``update`` then ``apply_updates``. With dense
+  accumulation the micro-step is its own branch of a ``cond``: it adds the
+  gradient to the accumulator and updates the EMA, and returns the parameter
+  buffers as they are (unless an EMA overwrite falls on it), so no zero
+  update tree is made and no parameter is rewritten.
+  """
+  from optax_suite._options import apply as _apply  # Needs this module.
+
+  def plain(grads, state, params):
+    updates, state = update_fn(grads, state, params)
+    return _apply.apply_updates(params, updates), state
+
+  if k is None or lazy_rows:
+    return plain
+
+  def micro(operands):
+    grads, state, params = operands
+    if _sparse.has_row_sparse(grads):
+      grads = _sparse.densify(grads)
+    if loss_scale_factor is not None:
+      grads = jax.tree.map(
+          lambda g: g / state.loss_scale_factor.astype(g.dtype)
+          if _common.is_trainable(g) else g, grads)
+    acc_state = state.inner
+    acc = _common.tree_map(
+        lambda a, g: None if a is None else (a + g).astype(a.dtype),
+        acc_state.accumulated, grads)
+    inner = acc_state._replace(count=optax.safe_increment(acc_state.count),
+                               accumulated=acc)
+    ema_state = state.ema
+    if average is not None:
+      zeros = _common.tree_map(_common.identity_update, grads)
+      updates, ema_state = average.update(zeros, state.ema, params)
+      if overwrite_frequency is not None:
+        overwrite = (state.ema.count // k + 1) % overwrite_frequency == 0
+        params = jax.lax.cond(
+            overwrite, lambda p: _apply.apply_updates(p, updates),
+            lambda p: p, params)
+    return params, state._replace(
+        count=optax.safe_increment(state.count), inner=inner, ema=ema_state)
+
+  def step(grads, state, params):
+    _common.check_same_structure(grads, params)
+    is_update = (state.inner.count + 1) % k == 0
+    return jax.lax.cond(is_update, lambda ops: plain(*ops), micro,
+                        (grads, state, params))
+
+  return step
 
 
 # ----------------------------------------------------------------------------
@@ -248,6 +325,24 @@ BASE_DOC = """
       parameter's key path, matching ones do not decay.
     weight_decay_mask: keyword-only; tree of booleans or callable
       ``params -> tree``, True means decay.
+    lazy_rows: keyword-only; tf.keras's sparse updates for row-sparse
+      gradients (below).
+
+  A gradient leaf may be a row-sparse ``jax.experimental.sparse.BCOO``
+  (``n_batch=0, n_dense=1``: indices ``[nnz, 1]``, data ``[nnz, dim]``; rows
+  may repeat and are summed). By default it gives Keras 3's numbers, which
+  are those of the dense sum. With ``lazy_rows=True`` only the touched rows
+  of the parameter and of its slots move, exactly as the dense rule would
+  move a variable made of those rows (step counts stay global), and
+  ``update`` returns a row-sparse update (apply it with
+  ``ox.apply_updates`` or ``ox.apply``). The base options act on those rows:
+  weight decay decays only touched rows; ``clipnorm`` / ``global_clipnorm``
+  take norms over the summed rows (the same norms as of the dense sum);
+  the EMA averages and overwrites only touched rows; accumulation sums rows
+  into a dense accumulator and, on the update call, moves every row touched
+  during the cycle (see ``ox.accumulate_rows``); a static loss scale divides
+  the rows, and under ``ox.loss_scale_optimizer`` a non-finite value in any
+  row skips the whole step. Dense leaves behave as always.
 
   ``learning_rate`` is a number, a schedule ``step -> lr`` (optax's, ours, or a
   Keras ``LearningRateSchedule``; it sees every call, as in Keras), or a
@@ -284,6 +379,9 @@ class KerasSpec:
   own_keys: tuple[str, ...]
   state_class: type
   slot_groups: Callable[[Any], list]
+  # False for rules that mix the rows of a leaf (a per-leaf trust ratio,
+  # factored moments, orthogonalization): their factory refuses lazy_rows.
+  row_separable: bool = True
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.
@@ -294,9 +392,17 @@ BASE_ARGUMENTS = tuple(
 
 def build(factory, name, rule, arguments) -> KerasOptimizer:
   """The optimizer ``factory(**arguments)``: ``rule`` with the base options."""
-  base = {k: arguments[k] for k in BASE_ARGUMENTS}
+  base = {k: arguments[k] for k in BASE_ARGUMENTS if k in arguments}
+  if base.get("lazy_rows"):
+    spec = getattr(inspect.getmodule(factory), "KERAS", None)
+    if spec is not None and not spec.row_separable:
+      raise ValueError(
+          f"`lazy_rows=True` is not supported by `{name}`: its update mixes "
+          "the rows of a parameter, so it cannot run on the touched rows "
+          "alone. Received: lazy_rows=True")
   tx = keras_optimizer(rule, **base)
   opt = KerasOptimizer(tx.init, tx.update)
+  opt.fused_step = tx.fused_step
   opt.config = dict(arguments, name=arguments["name"] or name)
   opt.factory = factory
   return opt

@@ -37,7 +37,7 @@ _BASE_KEYS = (
     "loss_scale_factor", "gradient_accumulation_steps",
 )
 # This package's keyword-only extra that has a JSON form (written if set).
-_EXTRA_KEYS = ("exclude_from_weight_decay",)
+_EXTRA_KEYS = ("exclude_from_weight_decay", "lazy_rows")
 _LOSS_SCALE = "LossScaleOptimizer"
 _LOSS_SCALE_KEYS = ("name", "inner_optimizer", "initial_scale",
                     "dynamic_growth_steps")
@@ -142,7 +142,7 @@ def get_config(opt: Any) -> dict[str, Any]:
     out[key] = (_learning_rate_config(value) if key == "learning_rate"
                 else _plain(key, value))
   for key in _EXTRA_KEYS:
-    if config.get(key) is not None:
+    if config.get(key) not in (None, False):
       out[key] = _plain(key, config[key])
   return {"module": _KERAS_MODULE, "class_name": class_name, "config": out,
           "registered_name": None}
@@ -263,7 +263,7 @@ def from_config(config: Mapping[str, Any],
 _STATIC_ARGUMENTS = (
     "amsgrad", "centered", "use_ema", "gradient_accumulation_steps",
     "ema_overwrite_frequency", "name", "exclude_from_weight_decay",
-    "weight_decay_mask",
+    "weight_decay_mask", "lazy_rows",
 )
 
 

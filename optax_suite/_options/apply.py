@@ -1,0 +1,101 @@
+"""Applying updates, dense and row-sparse, and the fused optimizer step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_suite._options import sparse as _sparse
+
+
+def _add_rows(p, u):
+  ids = _sparse._row_ids(u)  # Out-of-range rows (padding) are dropped.
+  if jnp.result_type(p.dtype, u.data.dtype) == p.dtype:
+    # p[i] + u in p's dtype, as `optax.apply_updates` computes it.
+    return p.at[ids].add(u.data.astype(p.dtype), mode="drop")
+  rows = _sparse.unique_rows(u)  # Mixed dtypes: add, then round once.
+  new = (_sparse.gather(p, rows.ids) + rows.data).astype(p.dtype)
+  return _sparse.scatter(p, rows.ids, new)
+
+
+def apply_updates(params: optax.Params, updates: optax.Updates) -> Any:
+  """``optax.apply_updates`` that also applies row-sparse updates in place.
+
+  A dense update leaf is added as ``optax.apply_updates`` adds it. A
+  row-sparse one (a ``BCOO``, as an optimizer built with ``lazy_rows=True``
+  returns for a row-sparse gradient) is scatter-added into its rows: under
+  ``jax.jit`` with ``params`` donated the table is written in place and
+  every other row keeps its bits. ``optax.apply_updates`` gives the same
+  numbers for a ``BCOO`` update, but it densifies it, reads and writes the
+  whole table, and turns an untouched ``-0.0`` into ``+0.0``.
+
+  Args:
+    params: the parameters.
+    updates: a tree of updates like ``params``; leaves may be ``BCOO``.
+
+  Returns:
+    The new parameters.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_suite as ox
+    >>> from jax.experimental import sparse
+    >>> u = sparse.BCOO((jnp.ones((2, 2)), jnp.array([[0], [2]])),
+    ...                 shape=(3, 2))
+    >>> ox.apply_updates({'t': jnp.zeros((3, 2))}, {'t': u})['t'][:, 0]
+    Array([1., 0., 1.], dtype=float32)
+  """
+  def leaf(p, u):
+    if p is None:
+      return None
+    if _sparse.is_row_sparse(u):
+      return _add_rows(p, u)
+    return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
+  return jax.tree.map(leaf, params, updates,
+                      is_leaf=lambda x: x is None or _sparse.is_row_sparse(x))
+
+
+def apply(opt: optax.GradientTransformation, grads: optax.Updates,
+          state: optax.OptState, params: optax.Params) -> tuple:
+  """One optimizer step: ``params, state = apply(opt, grads, state, params)``.
+
+  The numbers are those of ``opt.update`` followed by :func:`apply_updates`,
+  bit for bit; what changes is the work. For this package's optimizers:
+
+  * on a gradient-accumulation micro-step only the accumulator (and the
+    EMA, when on) is written: no zero update tree is made and the parameter
+    buffers are returned as they are (unless an EMA overwrite falls on it);
+  * with ``lazy_rows=True`` a row-sparse gradient reads and writes only its
+    rows of the table and of each slot.
+
+  Jit it with ``params`` and ``state`` donated so that buffers are updated
+  in place. Any other ``GradientTransformation`` runs as ``update`` then
+  :func:`apply_updates`.
+
+  Args:
+    opt: the optimizer (e.g. ``ox.adam(...)``).
+    grads: the gradients, like ``params`` (leaves may be row-sparse).
+    state: ``opt``'s state.
+    params: the parameters.
+
+  Returns:
+    ``(new_params, new_state)``.
+
+  Example:
+    >>> import functools, jax, jax.numpy as jnp, optax_suite as ox
+    >>> opt = ox.adam(learning_rate=0.1, gradient_accumulation_steps=2)
+    >>> step = jax.jit(functools.partial(ox.apply, opt), donate_argnums=(1, 2))
+    >>> params = {'w': jnp.array([1.0, -1.0])}
+    >>> state = opt.init(params)
+    >>> for g in ([1.0, 0.0], [3.0, 0.0]):
+    ...   params, state = step({'w': jnp.array(g)}, state, params)
+    >>> params['w']
+    Array([ 0.9..., -1. ], dtype=float32)
+  """
+  fused = getattr(opt, "fused_step", None)
+  if fused is not None:
+    return fused(grads, state, params)
+  updates, state = opt.update(grads, state, params)
+  return apply_updates(params, updates), state
