@@ -28,9 +28,10 @@ def apply_updates(params: optax.Params, updates: optax.Updates) -> Any:
   row-sparse one (a ``BCOO``, as an optimizer built with ``lazy_rows=True``
   returns for a row-sparse gradient) is scatter-added into its rows: under
   ``jax.jit`` with ``params`` donated the table is written in place and
-  every other row keeps its bits. ``optax.apply_updates`` gives the same
-  numbers for a ``BCOO`` update, but it densifies it, reads and writes the
-  whole table, and turns an untouched ``-0.0`` into ``+0.0``.
+  every other row keeps its bits. ``optax.apply_updates`` also takes a
+  ``BCOO`` update (through ``BCOO``'s own addition) and gives the same
+  numbers, but eagerly it densifies the update (reading and writing the
+  whole table, and making an untouched ``-0.0`` a ``+0.0``).
 
   Args:
     params: the parameters.
@@ -70,9 +71,12 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
   * with ``lazy_rows=True`` a row-sparse gradient reads and writes only its
     rows of the table and of each slot.
 
-  Jit it with ``params`` and ``state`` donated so that buffers are updated
-  in place. Any other ``GradientTransformation`` runs as ``update`` then
-  :func:`apply_updates`.
+  Jit the step with ``params`` and ``state`` donated so that buffers are
+  updated in place, and take them in the order this returns them,
+  ``step(params, state, ...)``: JAX pairs each output with the first donated
+  input of its shape, so ``(state, params)`` in would pair the parameters
+  with slot buffers and force copies. Any other ``GradientTransformation``
+  runs as ``update`` then :func:`apply_updates`.
 
   Args:
     opt: the optimizer (e.g. ``ox.adam(...)``).
@@ -86,11 +90,13 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
   Example:
     >>> import functools, jax, jax.numpy as jnp, optax_suite as ox
     >>> opt = ox.adam(learning_rate=0.1, gradient_accumulation_steps=2)
-    >>> step = jax.jit(functools.partial(ox.apply, opt), donate_argnums=(1, 2))
+    >>> @functools.partial(jax.jit, donate_argnums=(0, 1))
+    ... def step(params, state, grads):
+    ...   return ox.apply(opt, grads, state, params)
     >>> params = {'w': jnp.array([1.0, -1.0])}
     >>> state = opt.init(params)
     >>> for g in ([1.0, 0.0], [3.0, 0.0]):
-    ...   params, state = step({'w': jnp.array(g)}, state, params)
+    ...   params, state = step(params, state, {'w': jnp.array(g)})
     >>> params['w']
     Array([ 0.9..., -1. ], dtype=float32)
   """
