@@ -289,6 +289,19 @@ def accumulate_rows(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_suite as ox
+    >>> from jax.experimental import sparse
+    >>> tx = ox.accumulate_rows(ox.lazy_rows(optax.sgd(1.0)), 2)
+    >>> table = jnp.zeros((3, 1))
+    >>> state = tx.init(table)
+    >>> row = lambda i: sparse.BCOO((jnp.ones((1, 1)), jnp.array([[i]])),
+    ...                             shape=(3, 1))
+    >>> u1, state = tx.update(row(0), state)
+    >>> u2, state = tx.update(row(2), state)
+    >>> ox.apply_updates(table, u2)[:, 0]  # both rows, the mean gradient
+    Array([-0.5,  0. , -0.5], dtype=float32)
   """
   _common.check_int_at_least(
       "gradient_accumulation_steps", gradient_accumulation_steps, 2)
