@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_suite._options import accumulation as _accumulation
+from optax_suite._options import apply as _apply
 from optax_suite._options import clipping as _clipping
 from optax_suite import _common
 from optax_suite._options import ema as _ema
@@ -187,13 +188,15 @@ def keras_optimizer(
   clip = _clip(clipnorm, clipvalue, global_clipnorm)
   scale_by_rule(0.0)  # Runs the rule's own argument checks now.
 
-  def step_transform(lr) -> optax.GradientTransformation:
+  def chain_transform(lr) -> optax.GradientTransformation:
     parts = [clip, scale_by_rule(lr), _weight_decay.descend_with_weight_decay(
         weight_decay, lr, weight_decay_mask=weight_decay_mask,
         exclude_from_weight_decay=exclude_from_weight_decay)]
     tx = optax.chain(*parts)
-    if lazy_rows:
-      tx = _sparse.lazy_rows(tx)
+    return _sparse.lazy_rows(tx) if lazy_rows else tx
+
+  def step_transform(lr) -> optax.GradientTransformation:
+    tx = chain_transform(lr)
     if gradient_accumulation_steps is not None:
       accumulate = (_sparse.accumulate_rows if lazy_rows
                     else _accumulation.accumulate_gradients)
@@ -218,8 +221,8 @@ def keras_optimizer(
         ema=average.init(params) if use_ema else optax.EmptyState(),
     )
 
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
+  def prepare(updates, state, params):
+    """Checks, the dense sum of BCOO leaves (default), the static unscale."""
     for needed_for in needs_params:
       _common.check_params(params, needed_for)
     _common.check_same_structure(updates, params)
@@ -231,7 +234,11 @@ def keras_optimizer(
       updates = jax.tree.map(
           lambda g: g / state.loss_scale_factor.astype(g.dtype)
           if _common.is_trainable(g) else g, updates)
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    return updates, _common.learning_rate_at(learning_rate, state.count)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    updates, lr = prepare(updates, state, params)
     updates, inner = step_transform(lr).update(updates, state.inner, params)
     ema_state = state.ema
     if use_ema:
@@ -241,62 +248,80 @@ def keras_optimizer(
         ema_state)
 
   opt = KerasOptimizer(init_fn, update_fn)
-  opt.fused_step = _fused_step(update_fn, lazy_rows, gradient_accumulation_steps,
-                         average, ema_overwrite_frequency, loss_scale_factor)
-  return opt
-
-
-def _fused_step(update_fn, lazy_rows, k, average, overwrite_frequency,
-                loss_scale_factor):
-  """``(grads, state, params) -> (params, state)``: see ``optax_suite.apply``.
-
-  Without accumulation (or with lazy rows, whose micro-step update is
-  already row-sparse) it is ``update`` then ``apply_updates``. With dense
-  accumulation the micro-step is its own branch of a ``cond``: it adds the
-  gradient to the accumulator and updates the EMA, and returns the parameter
-  buffers as they are (unless an EMA overwrite falls on it), so no zero
-  update tree is made and no parameter is rewritten.
-  """
-  from optax_suite._options import apply as _apply  # Needs this module.
-
-  def plain(grads, state, params):
+  def plain_step(grads, state, params):
     updates, state = update_fn(grads, state, params)
     return _apply.apply_updates(params, updates), state
 
-  if k is None or lazy_rows:
-    return plain
+  # With lazy rows a micro-step's update is already row-sparse (-0.0 rows).
+  opt.fused_step = plain_step if (
+      gradient_accumulation_steps is None or lazy_rows) else _fused_step(
+          prepare, chain_transform, gradient_accumulation_steps, average,
+          ema_overwrite_frequency)
+  return opt
 
-  def micro(operands):
-    grads, state, params = operands
-    if _sparse.has_row_sparse(grads):
-      grads = _sparse.densify(grads)
-    if loss_scale_factor is not None:
-      grads = jax.tree.map(
-          lambda g: g / state.loss_scale_factor.astype(g.dtype)
-          if _common.is_trainable(g) else g, grads)
+
+def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
+  """The fused step with dense accumulation: see ``optax_suite.apply``.
+
+  One ``cond`` holds the update work (mean gradient, clip, rule, decay,
+  EMA, new parameters); its micro-step branch only advances the EMA and
+  returns the parameter buffers as they are (a micro-step on which an EMA
+  overwrite falls goes with the update branch). The accumulator is written after the
+  ``cond``, in place, as ``accumulate_gradients`` does. Every number is
+  computed as in ``update`` + ``apply_updates``.
+  """
+  def step(grads, state, params):
+    grads, lr = prepare(grads, state, params)
     acc_state = state.inner
-    acc = _common.tree_map(
-        lambda a, g: None if a is None else (a + g).astype(a.dtype),
-        acc_state.accumulated, grads)
+    is_update = (acc_state.count + 1) % k == 0
+
+    def update_branch(operands):
+      grads, acc, chain_state, ema_state, params = operands
+      mean = _common.tree_map(
+          lambda a, g: g if a is None else (g + a) / k, acc, grads)
+      updates, chain_state = chain_transform(lr).update(
+          mean, chain_state, params)
+      if average is not None:
+        updates, ema_state = average.update(updates, ema_state, params)
+      return (_apply.apply_updates(params, updates), chain_state, ema_state,
+              jnp.ones([], jnp.bool_))
+
+    def micro_branch(operands, write_params=False):
+      grads, acc, chain_state, ema_state, params = operands
+      if average is not None:
+        zeros = _common.tree_map(_common.identity_update, grads)
+        updates, ema_state = average.update(zeros, ema_state, params)
+        if write_params:  # An EMA overwrite falls on this micro-step.
+          params = _apply.apply_updates(params, updates)
+      return params, chain_state, ema_state, jnp.zeros([], jnp.bool_)
+
+    # The branch that passes buffers through comes first (false): XLA then
+    # aliases them; in a later branch it copies them. So the micro-step that
+    # writes no parameter is the first branch, and a micro-step with an EMA
+    # overwrite sits with the update under the other one.
+    write = is_update
+    write_branch = update_branch
+    if average is not None and overwrite_frequency is not None:
+      overwrite = (state.ema.count // k + 1) % overwrite_frequency == 0
+      write = is_update | overwrite
+      write_branch = lambda ops: jax.lax.cond(
+          is_update, update_branch,
+          lambda ops: micro_branch(ops, write_params=True), ops)
+    params, chain_state, ema_state, reset = jax.lax.cond(
+        write, write_branch, micro_branch,
+        (grads, acc_state.accumulated, acc_state.inner_state, state.ema,
+         params))
+
+    def next_acc(acc, g):  # As in accumulate_gradients, after the cond.
+      if acc is None:
+        return None
+      return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
+
+    acc = _common.tree_map(next_acc, acc_state.accumulated, grads)
     inner = acc_state._replace(count=optax.safe_increment(acc_state.count),
-                               accumulated=acc)
-    ema_state = state.ema
-    if average is not None:
-      zeros = _common.tree_map(_common.identity_update, grads)
-      updates, ema_state = average.update(zeros, state.ema, params)
-      if overwrite_frequency is not None:
-        overwrite = (state.ema.count // k + 1) % overwrite_frequency == 0
-        params = jax.lax.cond(
-            overwrite, lambda p: _apply.apply_updates(p, updates),
-            lambda p: p, params)
+                               accumulated=acc, inner_state=chain_state)
     return params, state._replace(
         count=optax.safe_increment(state.count), inner=inner, ema=ema_state)
-
-  def step(grads, state, params):
-    _common.check_same_structure(grads, params)
-    is_update = (state.inner.count + 1) % k == 0
-    return jax.lax.cond(is_update, lambda ops: plain(*ops), micro,
-                        (grads, state, params))
 
   return step
 
