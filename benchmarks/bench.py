@@ -7,7 +7,9 @@ contenders of one row are timed in interleaved rounds (A B C bw, A B C bw,
 load from other processes hits them alike.
 
 Contenders:
-  ours   optax_suite.<opt>(...)
+  ours   optax_suite.<opt>(...), update + optax.apply_updates
+  fused  the same optimizer through optax_suite.apply (the fused step; on
+         an accumulation micro-step it writes no parameter)
   optax  the nearest optax chain: [clip_by_global_norm] + scale_by_<rule> +
          [add_decayed_weights] + scale_by_learning_rate, wrapped in
          optax.MultiSteps for accumulation, plus a hand-written parameter EMA
@@ -130,6 +132,16 @@ def ours(opt_name, cfg):
   return opt.init, step
 
 
+def fused(opt_name, cfg):
+  """ours through the fused step ``ox.apply`` (no zeros on micro-steps)."""
+  opt = getattr(ox, opt_name)(learning_rate=LR, **cfg)
+
+  def step(params, state, grads):
+    return ox.apply(opt, grads, state, params)
+
+  return opt.init, step
+
+
 def optax_rule(opt_name):
   if opt_name in ("adam", "adamw"):
     return optax.scale_by_adam(0.9, 0.999, eps=1e-7)
@@ -219,7 +231,8 @@ def keras_contender(opt_name, cfg):
   return init, step
 
 
-CONTENDERS = {"ours": ours, "optax": nearest_optax, "keras": keras_contender}
+CONTENDERS = {"ours": ours, "fused": fused, "optax": nearest_optax,
+              "keras": keras_contender}
 
 
 # ----------------------------------------------------------------------------
@@ -347,17 +360,20 @@ def bench_row(opt_name, cfg_name, params, grads, contenders, rounds, calls,
       "temp_mb": {r.name: r.temp_bytes / 2**20 for r in runners},
       "state_mb": {r.name: r.state_bytes / 2**20 for r in runners},
   }
-  if "ours" in row and cfg.get("gradient_accumulation_steps"):
-    k = cfg["gradient_accumulation_steps"]
-    r = row["ours"]
-    count = int(jax.tree.leaves(r.args[1])[0])  # KerasOptimizerState.count
-    micro, update = [], []
-    for _ in range(rounds):
-      for i, t in enumerate(r.each_call(k)):
-        (update if (count + i + 1) % k == 0 else micro).append(t)
-      count += k
-    result["micro_ms"] = median_ms(micro)
-    result["update_ms"] = median_ms(update)
+  k = cfg.get("gradient_accumulation_steps")
+  split = [r for r in ("ours", "fused") if r in row] if k else []
+  times = {r: ([], []) for r in split}
+  counts = {r: int(jax.tree.leaves(row[r].args[1])[0]) for r in split}
+  for _ in range(rounds):  # Micro and update calls, contenders interleaved.
+    for name in split:
+      micro, update = times[name]
+      for i, t in enumerate(row[name].each_call(k)):
+        (update if (counts[name] + i + 1) % k == 0 else micro).append(t)
+      counts[name] += k
+  for name in split:
+    prefix = "" if name == "ours" else name + "_"
+    result[prefix + "micro_ms"] = median_ms(times[name][0])
+    result[prefix + "update_ms"] = median_ms(times[name][1])
   del runners, row
   return result
 
@@ -392,7 +408,8 @@ def main(argv=None):
   header = ("| tree | opt | config | ours ms | optax ms | keras ms | "
             "ours/optax | ours/keras | ours/min | % of floor | "
             "compile s (ours/optax/keras) | peak MB (ours/optax/keras) | "
-            "state MB (ours/optax/keras) | temp MB ours | micro/update ms |")
+            "state MB (ours/optax/keras) | temp MB ours | micro/update ms | "
+            "fused micro/update ms |")
   # state MB: the optimizer state's bytes after init (Keras: its variables).
   lines = [header, "|" + "---|" * (header.count("|") - 1)]
   print(header, flush=True)
@@ -436,7 +453,10 @@ def main(argv=None):
             f"{fmt(g(res['temp_mb'], 'ours'), '.1f')} | "
             + (f"{fmt(res['micro_ms'])}/{fmt(res['update_ms'])} "
                f"({res['micro_ms'] / res['update_ms']:.2f}x)"
-               if "micro_ms" in res else "-") + " |")
+               if "micro_ms" in res else "-") + " | "
+            + (f"{fmt(res['fused_micro_ms'])}/{fmt(res['fused_update_ms'])} "
+               f"({res['fused_micro_ms'] / res['fused_update_ms']:.2f}x)"
+               if "fused_micro_ms" in res else "-") + " |")
         lines.append(line)
         print(line, flush=True)
       print(f"<!-- {tree_spec}: {n} params, elementwise bandwidth "

@@ -17,11 +17,12 @@ from optax_suite._optimizer import KerasOptimizer
 from optax_suite._optimizer import KerasOptimizerState
 from optax_suite._options.accumulation import accumulate_gradients
 from optax_suite._options.accumulation import AccumulationState
+from optax_suite._options.apply import apply
+from optax_suite._options.apply import apply_updates
 from optax_suite._options.clipping import clip_by_global_norm
 from optax_suite._options.clipping import clip_by_norm
 from optax_suite._options.clipping import clip_by_value
 from optax_suite._options.clipping import global_norm
-from optax_suite._options.ema import apply_updates
 from optax_suite._options.ema import ema
 from optax_suite._options.ema import EmaState
 from optax_suite._options.ema import finalize_variable_values
@@ -33,6 +34,9 @@ from optax_suite._options.loss_scale import scale_loss
 from optax_suite._options.multi_optimizer import multi_optimizer
 from optax_suite._options.multi_optimizer import MultiOptimizerState
 from optax_suite._options.multi_optimizer import OptimizerMap
+from optax_suite._options.sparse import accumulate_rows
+from optax_suite._options.sparse import lazy_rows
+from optax_suite._options.sparse import RowAccumulationState
 from optax_suite._options.weight_decay import add_decoupled_weight_decay
 from optax_suite._options.weight_decay import decay_mask
 from optax_suite._options.weight_decay import DecoupledWeightDecayState
@@ -100,10 +104,12 @@ __all__ = (
     "ScaleByNadamState",
     "ScaleByAdafactorState",
     "ScaleByFtrlState",
+    "RowAccumulationState",
     "ScaleByRmspropState",
     "ScaleByScheduleFreeAdamwState",
     "ScaleBySgdState",
     "accumulate_gradients",
+    "accumulate_rows",
     "adadelta",
     "adagrad",
     "adafactor",
@@ -112,6 +118,7 @@ __all__ = (
     "adamw",
     "add_decoupled_weight_decay",
     "all_finite",
+    "apply",
     "apply_updates",
     "clip_by_global_norm",
     "clip_by_norm",
@@ -127,6 +134,7 @@ __all__ = (
     "inject_hyperparams",
     "keras_optimizer",
     "lion",
+    "lazy_rows",
     "loss_scale_optimizer",
     "migrate_state",
     "multi_optimizer",

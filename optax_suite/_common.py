@@ -13,6 +13,7 @@ import numbers
 from typing import Any, Callable, Optional, Union
 
 import jax
+from jax.experimental import sparse as jsparse
 import jax.numpy as jnp
 import numpy as np
 
@@ -333,6 +334,20 @@ def zero_update(g: Any) -> Any:
   return jnp.zeros_like(g)
 
 
+def identity_update(g: Any) -> Any:
+  """A zero update that leaves every bit of the parameter as it was.
+
+  -0.0 is the exact identity of IEEE addition (``-0.0 + x == x`` bitwise,
+  also for ``x = -0.0``, which ``+0.0`` would turn into ``+0.0``).
+  """
+  if g is None:
+    return None
+  g = jnp.asarray(g)
+  if jnp.issubdtype(g.dtype, jnp.floating):
+    return jnp.full(g.shape, -0.0, g.dtype)
+  return zero_update(g)
+
+
 def compute_dtype(dtype: Any) -> Any:
   """Updates are computed in float32 at least (float64 stays float64)."""
   return jnp.promote_types(dtype, jnp.float32)
@@ -364,13 +379,17 @@ def check_params(params: Any, needed_for: str) -> None:
     )
 
 
+def _is_bcoo(x: Any) -> bool:
+  return isinstance(x, jsparse.BCOO)
+
+
 def check_same_structure(grads: Any, params: Any) -> None:
   """Grads and params must have the same tree structure."""
   if params is None:
     return
-  # A None grad for an array param differs. (Any: jax's PyTreeDef stub
-  # declares no __eq__.)
-  gs: Any = jax.tree.structure(grads)
+  # A None grad for an array param differs; a row-sparse BCOO is one leaf.
+  # (Any: jax's PyTreeDef stub declares no __eq__.)
+  gs: Any = jax.tree.structure(grads, is_leaf=_is_bcoo)
   ps: Any = jax.tree.structure(params)
   if gs != ps:
     raise ValueError(

@@ -21,8 +21,10 @@ import optax
 
 from optax_suite import _common
 from optax_suite._options import accumulation as _accumulation
+from optax_suite._options import apply as _apply
 from optax_suite._options import clipping as _clipping
 from optax_suite._options import ema as _ema
+from optax_suite._options import sparse as _sparse
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -66,6 +68,7 @@ def check_base_arguments(
     *, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm,
     ema_momentum, ema_overwrite_frequency, loss_scale_factor,
     gradient_accumulation_steps, exclude_from_weight_decay, weight_decay_mask,
+    lazy_rows=False,
 ) -> None:
   """Construction-time checks of Keras's base optimizer arguments."""
   _common.check_learning_rate(learning_rate)
@@ -107,6 +110,9 @@ def check_base_arguments(
           f"({e}). Received: exclude_from_weight_decay="
           f"{exclude_from_weight_decay!r}") from e
   del weight_decay_mask  # Any tree of booleans or callable is accepted.
+  if not isinstance(lazy_rows, bool):
+    raise ValueError(
+        f"`lazy_rows` must be True or False. Received: lazy_rows={lazy_rows!r}")
 
 
 def _clip(clipnorm, clipvalue, global_clipnorm) -> optax.GradientTransformation:
@@ -134,6 +140,7 @@ def keras_optimizer(
     gradient_accumulation_steps: Optional[int] = None,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Chains a Keras update rule with Keras's base optimizer options.
 
@@ -166,11 +173,15 @@ def keras_optimizer(
       own name (``"path:"``-prefixed: in its path); see
       :func:`~optax_suite.decay_mask`.
     weight_decay_mask: tree of booleans or callable; True means decay.
+    lazy_rows: update only the touched rows for row-sparse (``BCOO``)
+      gradients, as tf.keras's sparse path does (see ``BASE_DOC``).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
-    ``(grads, state, params, **extra_args)``; ``extra_args`` (e.g. a
-    ``value`` for a line search) go to the rule if it accepts them.
+    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``)
+    whose ``update`` takes ``(grads, state, params, **extra_args)``;
+    ``extra_args`` (e.g. a ``value`` for a line search) go to the rule if it
+    accepts them. It also carries the fused step that
+    :func:`optax_suite.apply` uses.
 
   Example:
     >>> import jax.numpy as jnp, optax_suite as ox
@@ -189,23 +200,31 @@ def keras_optimizer(
       loss_scale_factor=loss_scale_factor,
       gradient_accumulation_steps=gradient_accumulation_steps,
       exclude_from_weight_decay=exclude_from_weight_decay,
-      weight_decay_mask=weight_decay_mask)
+      weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
   clip = _clip(clipnorm, clipvalue, global_clipnorm)
   scale_by_rule(0.0)  # Runs the rule's own argument checks now.
 
-  def step_transform(lr) -> optax.GradientTransformation:
+  def chain_transform(lr) -> optax.GradientTransformation:
     parts = [clip, scale_by_rule(lr), _weight_decay.descend_with_weight_decay(
         weight_decay, lr, weight_decay_mask=weight_decay_mask,
         exclude_from_weight_decay=exclude_from_weight_decay)]
     tx = optax.chain(*parts)
+    return _sparse.lazy_rows(tx) if lazy_rows else tx
+
+  def step_transform(lr) -> optax.GradientTransformation:
+    tx = chain_transform(lr)
     if gradient_accumulation_steps is not None:
-      tx = _accumulation.accumulate_gradients(tx, gradient_accumulation_steps)
+      accumulate = (_sparse.accumulate_rows if lazy_rows
+                    else _accumulation.accumulate_gradients)
+      tx = accumulate(tx, gradient_accumulation_steps)
     return tx
 
   average = _ema.ema(
       ema_momentum, ema_overwrite_frequency,
       gradient_accumulation_steps=gradient_accumulation_steps,
   ) if use_ema else None
+  if use_ema and lazy_rows:
+    average = _sparse.lazy_rows(average)
   needs_params = [n for n, on in (("weight decay", weight_decay is not None),
                                   ("EMA (`use_ema=True`)", use_ema)) if on]
 
@@ -222,10 +241,19 @@ def keras_optimizer(
         ema=average.init(params) if use_ema else optax.EmptyState(),
     )
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def prepare(updates, state, params):
+    """Checks, the dense sum of BCOO leaves (default), the static unscale.
+
+    Returns the gradients to step with, this call's learning rate, and the
+    static scale the new state keeps.
+    """
     for needed_for in needs_params:
       _common.check_params(params, needed_for)
     _common.check_same_structure(updates, params)
+    if _sparse.has_row_sparse(updates):
+      _sparse.check_row_sparse(updates, params)
+      if not lazy_rows:  # Keras 3 treats a sparse gradient as the dense one.
+        updates = _sparse.densify(updates)
     # The factor is the optimizer's own (the constructor's, or an injected
     # hyperparameter's current value), as Keras reads its attribute at each
     # apply; the state's copy only tells that `loss_scale_optimizer` turned
@@ -237,7 +265,10 @@ def keras_optimizer(
       updates = jax.tree.map(
           lambda g: g / divisor.astype(g.dtype)
           if _common.is_trainable(g) else g, updates)
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    return updates, _common.learning_rate_at(learning_rate, state.count), scale
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, lr, scale = prepare(updates, state, params)
     # `optax.chain` hands `extra_args` to the parts that take them (a rule
     # built with `optax.GradientTransformationExtraArgs`) and not the others.
     updates, inner = step_transform(lr).update(
@@ -248,7 +279,85 @@ def keras_optimizer(
     return updates, KerasOptimizerState(
         optax.safe_increment(state.count), scale, inner, ema_state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  opt = KerasOptimizer(init_fn, update_fn)
+  def plain_step(grads, state, params):
+    updates, state = update_fn(grads, state, params)
+    return _apply.apply_updates(params, updates, state), state
+
+  # With lazy rows a micro-step's update is already row-sparse (-0.0 rows).
+  opt.fused_step = plain_step if (
+      gradient_accumulation_steps is None or lazy_rows) else _fused_step(
+          prepare, chain_transform, gradient_accumulation_steps, average,
+          ema_overwrite_frequency)
+  return opt
+
+
+def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
+  """The fused step with dense accumulation: see ``optax_suite.apply``.
+
+  One ``cond`` holds the update work (mean gradient, clip, rule, decay,
+  EMA, new parameters); its micro-step branch only advances the EMA and
+  returns the parameter buffers as they are (a micro-step on which an EMA
+  overwrite falls goes with the update branch). The accumulator is written after the
+  ``cond``, in place, as ``accumulate_gradients`` does. Every number is
+  computed as in ``update`` + ``apply_updates``.
+  """
+  def step(grads, state, params):
+    grads, lr, scale = prepare(grads, state, params)
+    acc_state = state.inner
+    is_update = (acc_state.count + 1) % k == 0
+
+    def update_branch(operands):
+      grads, acc, chain_state, ema_state, params = operands
+      mean = _common.tree_map(
+          lambda a, g: g if a is None else (g + a) / k, acc, grads)
+      updates, chain_state = chain_transform(lr).update(
+          mean, chain_state, params)
+      if average is not None:
+        updates, ema_state = average.update(updates, ema_state, params)
+      return (_apply.apply_updates(params, updates, ema_state), chain_state,
+              ema_state,
+              jnp.ones([], jnp.bool_))
+
+    def micro_branch(operands, write_params=False):
+      grads, acc, chain_state, ema_state, params = operands
+      if average is not None:
+        zeros = _common.tree_map(_common.identity_update, grads)
+        updates, ema_state = average.update(zeros, ema_state, params)
+        if write_params:  # An EMA overwrite falls on this micro-step.
+          params = _apply.apply_updates(params, updates, ema_state)
+      return params, chain_state, ema_state, jnp.zeros([], jnp.bool_)
+
+    # The branch that passes buffers through comes first (false): XLA then
+    # aliases them; in a later branch it copies them. So the micro-step that
+    # writes no parameter is the first branch, and a micro-step with an EMA
+    # overwrite sits with the update under the other one.
+    write = is_update
+    write_branch = update_branch
+    if average is not None and overwrite_frequency is not None:
+      overwrite = (state.ema.count // k + 1) % overwrite_frequency == 0
+      write = is_update | overwrite
+      write_branch = lambda ops: jax.lax.cond(
+          is_update, update_branch,
+          lambda ops: micro_branch(ops, write_params=True), ops)
+    params, chain_state, ema_state, reset = jax.lax.cond(
+        write, write_branch, micro_branch,
+        (grads, acc_state.accumulated, acc_state.inner_state, state.ema,
+         params))
+
+    def next_acc(acc, g):  # As in accumulate_gradients, after the cond.
+      if acc is None:
+        return None
+      return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
+
+    acc = _common.tree_map(next_acc, acc_state.accumulated, grads)
+    inner = acc_state._replace(count=optax.safe_increment(acc_state.count),
+                               accumulated=acc, inner_state=chain_state)
+    return params, state._replace(
+        count=optax.safe_increment(state.count), loss_scale_factor=scale,
+        inner=inner, ema=ema_state)
+
+  return step
 
 
 # ----------------------------------------------------------------------------
@@ -284,6 +393,24 @@ BASE_DOC = """
       ``variable.path`` (``"path:^encoder/"`` excludes a sub-module).
     weight_decay_mask: keyword-only; tree of booleans or callable
       ``params -> tree``, True means decay.
+    lazy_rows: keyword-only; tf.keras's sparse updates for row-sparse
+      gradients (below).
+
+  A gradient leaf may be a row-sparse ``jax.experimental.sparse.BCOO``
+  (``n_batch=0, n_dense=1``: indices ``[nnz, 1]``, data ``[nnz, dim]``; rows
+  may repeat and are summed). By default it gives Keras 3's numbers, which
+  are those of the dense sum. With ``lazy_rows=True`` only the touched rows
+  of the parameter and of its slots move, exactly as the dense rule would
+  move a variable made of those rows (step counts stay global), and
+  ``update`` returns a row-sparse update (apply it with
+  ``ox.apply_updates`` or ``ox.apply``). The base options act on those rows:
+  weight decay decays only touched rows; ``clipnorm`` / ``global_clipnorm``
+  take norms over the summed rows (the same norms as of the dense sum);
+  the EMA averages and overwrites only touched rows; accumulation sums rows
+  into a dense accumulator and, on the update call, moves every row touched
+  during the cycle (see ``ox.accumulate_rows``); a static loss scale divides
+  the rows, and under ``ox.loss_scale_optimizer`` a non-finite value in any
+  row skips the whole step. Dense leaves behave as always.
 
   ``learning_rate`` is a number, a schedule ``step -> lr`` (optax's, ours, or a
   Keras ``LearningRateSchedule``; it sees every call, as in Keras), or a
@@ -331,6 +458,9 @@ class KerasSpec:
   optional_slots: tuple[str, ...] = ()
   scalars: tuple[tuple[str, str], ...] = ()
   import_slots: Optional[Callable[[dict], dict]] = None
+  # False for rules that mix the rows of a leaf (a per-leaf trust ratio,
+  # factored moments, orthogonalization): their factory refuses lazy_rows.
+  row_separable: bool = True
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.
@@ -341,9 +471,17 @@ BASE_ARGUMENTS = tuple(
 
 def build(factory, name, rule, arguments) -> KerasOptimizer:
   """The optimizer ``factory(**arguments)``: ``rule`` with the base options."""
-  base = {k: arguments[k] for k in BASE_ARGUMENTS}
+  base = {k: arguments[k] for k in BASE_ARGUMENTS if k in arguments}
+  if base.get("lazy_rows"):
+    spec = getattr(inspect.getmodule(factory), "KERAS", None)
+    if spec is not None and not spec.row_separable:
+      raise ValueError(
+          f"`lazy_rows=True` is not supported by `{name}`: its update mixes "
+          "the rows of a parameter, so it cannot run on the touched rows "
+          "alone. Received: lazy_rows=True")
   tx = keras_optimizer(rule, **base)
   opt = KerasOptimizer(tx.init, tx.update)
+  opt.fused_step = tx.fused_step
   opt.config = dict(arguments, name=arguments["name"] or name)
   opt.factory = factory
   return opt

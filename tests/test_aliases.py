@@ -94,7 +94,7 @@ def assert_average_matches(keras_opt, opt_vars, params, state):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_signature_matches_keras(kind):
-  """Names, order, kinds and defaults are Keras's; two keyword-only extras."""
+  """Names, order, kinds and defaults are Keras's; three keyword-only extras."""
   keras_params = [
       p for n, p in inspect.signature(KERAS_CLASSES[kind]).parameters.items()
       if p.kind is not p.VAR_KEYWORD]
@@ -106,7 +106,8 @@ def test_signature_matches_keras(kind):
   extras = ours[len(keras_params):]
   assert [(p.name, p.kind) for p in extras] == [
       ("exclude_from_weight_decay", inspect.Parameter.KEYWORD_ONLY),
-      ("weight_decay_mask", inspect.Parameter.KEYWORD_ONLY)]
+      ("weight_decay_mask", inspect.Parameter.KEYWORD_ONLY),
+      ("lazy_rows", inspect.Parameter.KEYWORD_ONLY)]
 
 
 @pytest.mark.parametrize("option", sorted(BASE_OPTIONS))

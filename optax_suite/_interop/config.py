@@ -17,10 +17,10 @@ import jax
 import numpy as np
 
 from optax_suite import _common
-from optax_suite._options import multi_optimizer as _multi
 from optax_suite import _rules
 from optax_suite import _schedules
 from optax_suite._options import loss_scale as _loss_scale
+from optax_suite._options import multi_optimizer as _multi
 
 # Keras class name -> (factory, the factory's own keys in Keras's order).
 _OPTIMIZERS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
@@ -35,7 +35,7 @@ _BASE_KEYS = (
     "loss_scale_factor", "gradient_accumulation_steps",
 )
 # This package's keyword-only extra that has a JSON form (written if set).
-_EXTRA_KEYS = ("exclude_from_weight_decay",)
+_EXTRA_KEYS = ("exclude_from_weight_decay", "lazy_rows")
 _LOSS_SCALE = "LossScaleOptimizer"
 _LOSS_SCALE_KEYS = ("name", "inner_optimizer", "initial_scale",
                     "dynamic_growth_steps")
@@ -145,7 +145,7 @@ def get_config(opt: Any) -> dict[str, Any]:
     out[key] = (_learning_rate_config(value) if key == "learning_rate"
                 else _plain(key, value))
   for key in _EXTRA_KEYS:
-    if config.get(key) is not None:
+    if config.get(key) not in (None, False):
       out[key] = _plain(key, config[key])
   return {"module": _KERAS_MODULE, "class_name": class_name, "config": out,
           "registered_name": None}

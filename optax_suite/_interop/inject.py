@@ -16,7 +16,6 @@ import optax
 
 from optax_suite import _common
 
-
 # Arguments that are never numbers to inject: flags, structural integers,
 # names and weight-decay exclusions. `optax.inject_hyperparams` already keeps
 # bools static; it would inject the integers as arrays (which the factories
@@ -24,7 +23,7 @@ from optax_suite import _common
 _STATIC_ARGUMENTS = (
     "amsgrad", "centered", "use_ema", "gradient_accumulation_steps",
     "ema_overwrite_frequency", "name", "exclude_from_weight_decay",
-    "weight_decay_mask",
+    "weight_decay_mask", "lazy_rows",
     # Muon: the Newton-Schulz step count (a static loop) and its routing.
     "ns_steps", "nesterov", "exclude_layers", "exclude_embeddings",
 )

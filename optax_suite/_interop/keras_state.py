@@ -15,9 +15,8 @@ Keras's full-size ``v``), the rule's spec says which Keras values are read.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
-
 import re
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -36,8 +36,9 @@ def accumulate_gradients(
   r"""Runs ``inner`` once every ``gradient_accumulation_steps`` calls.
 
   On a micro-step (``(count + 1) % k != 0``) the gradient is added to the
-  accumulator and the update is zero; ``inner`` and its state are not
-  touched. On the ``k``-th call ``inner`` receives
+  accumulator and the update is zero (``-0.0``, which leaves every bit of
+  the parameters as it was); ``inner`` and its state are not touched. On
+  the ``k``-th call ``inner`` receives
 
   .. math:: \bar g = (g + \textstyle\sum_{\text{micro-steps}} g) / k
 
@@ -62,7 +63,7 @@ def accumulate_gradients(
     >>> u1, state = tx.update(jnp.array([1.0]), state)
     >>> u2, state = tx.update(jnp.array([3.0]), state)
     >>> u1, u2
-    (Array([0.], dtype=float32), Array([-2.], dtype=float32))
+    (Array([-0.], dtype=float32), Array([-2.], dtype=float32))
   """
   _common.check_int_at_least(
       "gradient_accumulation_steps", gradient_accumulation_steps, 2)
@@ -94,7 +95,7 @@ def accumulate_gradients(
     def micro_branch(operands):
       grads, acc, inner_state, params = operands
       zero = _common.tree_map(
-          lambda a, g: _common.zero_update(g), acc, grads)
+          lambda a, g: _common.identity_update(g), acc, grads)
       return zero, inner_state, jnp.zeros([], jnp.bool_)
 
     # The accumulator is updated after the `cond`, in one elementwise pass

@@ -203,44 +203,10 @@ def finalize_variable_values(params: optax.Params, state: Any) -> optax.Params:
       for avg, p in zip(averages, leaves)])
 
 
-def apply_updates(params: optax.Params, updates: optax.Updates,
-                  state: Any = None) -> optax.Params:
-  r"""``optax.apply_updates``, landing exactly on an EMA that overwrote.
-
-  Returns ``params + updates`` as :func:`optax.apply_updates` does, except
-  that where the EMA in ``state`` (the state ``update`` just returned)
-  overwrote the parameters on that call, those leaves are the average bit
-  for bit. The overwrite update :math:`\bar w - w` already lands exactly
-  through ``optax.apply_updates`` whenever an update of the gradients'
-  dtype can, which is always when :math:`w` and :math:`\bar w` lie within a
-  factor 2 of each other; this covers the rest (a sign change, or a ratio
-  far from 1: ``w = 1``, :math:`\bar w = 10^{-8}` has no float32 ``u``
-  with ``w + u`` equal to it). Without an EMA in ``state`` (or with
-  ``state=None``) it is ``optax.apply_updates``.
-
-  Args:
-    params: the parameters ``update`` was given.
-    updates: the updates it returned.
-    state: the state it returned, or None.
-
-  Returns:
-    The new parameters, like ``params``.
-
-  Example:
-    >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> tx = optax.chain(optax.sgd(1.0), ox.ema(0.75, 2))  # overwrite at 2
-    >>> params = jnp.array([1.3])
-    >>> state = tx.init(params)
-    >>> for g in (0.0, 6.0):  # the second step crosses zero
-    ...   updates, state = tx.update(jnp.array([g]), state, params)
-    ...   if g == 0.0:
-    ...     params = optax.apply_updates(params, updates)
-    >>> state[1].ema, optax.apply_updates(params, updates)
-    (Array([-0.19999999], dtype=float32), Array([-0.20000005], dtype=float32))
-    >>> ox.apply_updates(params, updates, state)
-    Array([-0.19999999], dtype=float32)
-  """
-  new_params = optax.apply_updates(params, updates)
+def land_on_overwritten_averages(params: Any, new_params: Any,
+                                 state: Any) -> Any:
+  """``new_params`` with the leaves an EMA in ``state`` just overwrote set to
+  that average exactly (see :func:`optax_suite.apply_updates`)."""
   if state is None:
     return new_params
   averages, flags, treedef = _averages(params, state)

@@ -8,8 +8,8 @@ it stands for Keras's ``variable.path``. The combination is
 
 from __future__ import annotations
 
-import re
 from collections.abc import MutableMapping
+import re
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import chex

@@ -10,6 +10,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite._options import sparse as _sparse
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -33,6 +34,7 @@ def scale_by_adadelta(
     epsilon: float = 1e-7,
     *,
     slot_dtype: Optional[Any] = None,
+    lazy_rows: bool = False,
 ) -> optax.GradientTransformation:
   r"""Scales updates by Keras's Adadelta rule, learning rate included.
 
@@ -52,6 +54,9 @@ def scale_by_adadelta(
     learning_rate: number or schedule ``step -> lr`` (step = update count).
     rho: decay rate of both running averages, in [0, 1).
     epsilon: added under both square roots, >= 0.
+    lazy_rows: for a row-sparse (``BCOO``) gradient, move only its rows and
+      their slots (see :func:`optax_suite.lazy_rows`); the update is then
+      row-sparse.
     slot_dtype: dtype of the running averages; default the parameter's dtype.
 
   Returns:
@@ -98,7 +103,8 @@ def scale_by_adadelta(
     return step, ScaleByAdadeltaState(
         optax.safe_increment(state.count), acc_g, acc_dx)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  tx = optax.GradientTransformation(init_fn, update_fn)
+  return _sparse.lazy_rows(tx) if lazy_rows else tx
 
 
 @_optimizer.with_base_doc
@@ -119,6 +125,7 @@ def adadelta(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Adadelta``: the update rule of :func:`scale_by_adadelta`.
 

@@ -190,6 +190,7 @@ def adafactor(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Adafactor``: the update rule of :func:`scale_by_adafactor`.
 
@@ -257,4 +258,5 @@ KERAS = _optimizer.KerasSpec(
     state_class=ScaleByAdafactorState,
     slot_groups=lambda keras_optimizer: [[("", "r"), ("", "c"),
                                           ("velocity", "v")]],
-    import_slots=_import_slots)
+    import_slots=_import_slots,
+    row_separable=False)

@@ -126,6 +126,7 @@ def adagrad(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Adagrad``: the update rule of :func:`scale_by_adagrad`.
 

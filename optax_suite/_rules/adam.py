@@ -10,6 +10,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite._options import sparse as _sparse
 
 
 class ScaleByAdamState(NamedTuple):
@@ -36,6 +37,7 @@ def scale_by_adam(
     amsgrad: bool = False,
     *,
     slot_dtype: Optional[Any] = None,
+    lazy_rows: bool = False,
 ) -> optax.GradientTransformation:
   r"""Scales updates by Keras's Adam rule, learning rate included.
 
@@ -59,6 +61,9 @@ def scale_by_adam(
     beta_2: decay rate of the second moment, in [0, 1).
     epsilon: epsilon hat, >= 0.
     amsgrad: keep the maximum of the second moment (AMSGrad).
+    lazy_rows: for a row-sparse (``BCOO``) gradient, move only its rows and
+      their slots (see :func:`optax_suite.lazy_rows`); the update is then
+      row-sparse.
     slot_dtype: dtype of the moments; default the parameter's dtype.
 
   Returns:
@@ -117,7 +122,8 @@ def scale_by_adam(
         optax.safe_increment(state.count), mu, nu, nu_hat if amsgrad else None
     )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  tx = optax.GradientTransformation(init_fn, update_fn)
+  return _sparse.lazy_rows(tx) if lazy_rows else tx
 
 
 @_optimizer.with_base_doc
@@ -140,6 +146,7 @@ def adam(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Adam``: the update rule of :func:`scale_by_adam`.
 

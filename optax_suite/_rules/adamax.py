@@ -10,6 +10,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite._options import sparse as _sparse
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -34,6 +35,7 @@ def scale_by_adamax(
     epsilon: float = 1e-7,
     *,
     slot_dtype: Optional[Any] = None,
+    lazy_rows: bool = False,
 ) -> optax.GradientTransformation:
   r"""Scales updates by Keras's Adamax rule, learning rate included.
 
@@ -55,6 +57,9 @@ def scale_by_adamax(
     beta_1: decay rate of the first moment, in [0, 1).
     beta_2: decay rate of the infinity norm, in [0, 1).
     epsilon: added to the norm, >= 0.
+    lazy_rows: for a row-sparse (``BCOO``) gradient, move only its rows and
+      their slots (see :func:`optax_suite.lazy_rows`); the update is then
+      row-sparse.
     slot_dtype: dtype of ``m`` and ``u``; default the parameter's dtype.
 
   Returns:
@@ -103,7 +108,8 @@ def scale_by_adamax(
     step, m, u = _common.tree_map_n(leaf, 3, state.m, updates, state.u)
     return step, ScaleByAdamaxState(optax.safe_increment(state.count), m, u)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  tx = optax.GradientTransformation(init_fn, update_fn)
+  return _sparse.lazy_rows(tx) if lazy_rows else tx
 
 
 @_optimizer.with_base_doc
@@ -125,6 +131,7 @@ def adamax(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Adamax``: the update rule of :func:`scale_by_adamax`.
 

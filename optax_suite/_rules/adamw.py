@@ -29,6 +29,7 @@ def adamw(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   r"""Keras 3's ``AdamW``: :func:`scale_by_adam` plus decoupled weight decay.
 

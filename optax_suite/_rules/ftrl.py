@@ -180,6 +180,7 @@ def ftrl(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Ftrl``: the update rule of :func:`scale_by_ftrl`.
 

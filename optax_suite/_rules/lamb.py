@@ -158,6 +158,7 @@ def lamb(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Lamb``: the update rule of :func:`scale_by_lamb`.
 
@@ -198,4 +199,5 @@ KERAS = _optimizer.KerasSpec(
     own_keys=("beta_1", "beta_2", "epsilon"),
     state_class=ScaleByLambState,
     slot_groups=lambda keras_optimizer: [[("momentum", "mu"),
-                                          ("velocity", "nu")]])
+                                          ("velocity", "nu")]],
+    row_separable=False)

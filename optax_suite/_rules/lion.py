@@ -119,6 +119,7 @@ def lion(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Lion``: the update rule of :func:`scale_by_lion`.
 

@@ -324,6 +324,7 @@ def muon(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Muon``: the update rule of :func:`scale_by_muon`.
 
@@ -421,4 +422,5 @@ KERAS = _optimizer.KerasSpec(
               "muon_a", "muon_b", "muon_c", "adam_lr_ratio", "momentum",
               "ns_steps", "nesterov", "exclude_embeddings",
               "adam_weight_decay", "rms_rate"),
-    state_class=ScaleByMuonState, slot_groups=_keras_slots)
+    state_class=ScaleByMuonState, slot_groups=_keras_slots,
+    row_separable=False)

@@ -141,6 +141,7 @@ def nadam(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``Nadam``: the update rule of :func:`scale_by_nadam`.
 

@@ -12,6 +12,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite._options import sparse as _sparse
 
 
 class ScaleByRmspropState(NamedTuple):
@@ -51,6 +52,7 @@ def scale_by_rmsprop(
     centered: bool = False,
     *,
     slot_dtype: Optional[Any] = None,
+    lazy_rows: bool = False,
 ) -> optax.GradientTransformation:
   r"""Scales updates by Keras's RMSprop rule, learning rate included.
 
@@ -74,6 +76,9 @@ def scale_by_rmsprop(
     momentum: heavy-ball momentum, in [0, 1).
     epsilon: added under the square root, >= 0.
     centered: subtract the squared running mean of the gradient.
+    lazy_rows: for a row-sparse (``BCOO``) gradient, move only its rows and
+      their slots (see :func:`optax_suite.lazy_rows`); the update is then
+      row-sparse.
     slot_dtype: dtype of the slots; default the parameter's dtype.
 
   Returns:
@@ -138,7 +143,8 @@ def scale_by_rmsprop(
         avg if centered else None,
     )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  tx = optax.GradientTransformation(init_fn, update_fn)
+  return _sparse.lazy_rows(tx) if lazy_rows else tx
 
 
 @_optimizer.with_base_doc
@@ -161,6 +167,7 @@ def rmsprop(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``RMSprop``: the update rule of :func:`scale_by_rmsprop`.
 

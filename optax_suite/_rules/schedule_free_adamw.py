@@ -266,6 +266,7 @@ def schedule_free_adamw(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``ScheduleFreeAdamW``: :func:`scale_by_schedule_free_adamw`.
 

@@ -139,6 +139,7 @@ def sgd(
     *,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
+    lazy_rows: bool = False,
 ) -> _optimizer.KerasOptimizer:
   """Keras 3's ``SGD``: the update rule of :func:`scale_by_sgd`.
 

@@ -1,0 +1,134 @@
+"""The fused step ``params, state = ox.apply(opt, grads, state, params)``.
+
+It must give the numbers of ``opt.update`` + ``ox.apply_updates`` bit for
+bit, while doing less: no parameter write on an accumulation micro-step,
+only the touched rows with ``lazy_rows``.
+"""
+
+import functools
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import optax_suite as ox  # noqa: E402
+from catalog import CATALOG  # noqa: E402
+from catalog import KINDS  # noqa: E402
+from keras_oracle import make_params  # noqa: E402
+from keras_oracle import varied_grads  # noqa: E402
+from test_sparse import grad_seq  # noqa: E402
+from test_sparse import table_params  # noqa: E402
+
+STEPS = 12
+CONFIGS = {
+    "plain": {},
+    "acc": dict(gradient_accumulation_steps=3),
+    "ema_acc_overwrite": dict(use_ema=True, ema_momentum=0.8,
+                              ema_overwrite_frequency=2,
+                              gradient_accumulation_steps=3),
+    "everything": dict(clipnorm=0.9, weight_decay=0.01, use_ema=True,
+                       ema_momentum=0.7, ema_overwrite_frequency=3,
+                       loss_scale_factor=8.0, gradient_accumulation_steps=2),
+    "lazy_everything": dict(global_clipnorm=0.9, weight_decay=0.01,
+                            use_ema=True, ema_overwrite_frequency=3,
+                            gradient_accumulation_steps=2, lazy_rows=True),
+}
+
+
+def bits(tree):
+  return [np.atleast_1d(np.asarray(x)).view(np.uint8)
+          for x in jax.tree.leaves(tree)]
+
+
+def assert_same_bits(a, b):
+  for x, y in zip(bits(a), bits(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def assert_same_within_ulps(a, b):
+  """Bit for bit but for XLA's rounding of the update where the fused
+  program fuses it into the addition: rmsprop's table, one element off by
+  1 ulp (measured), which the EMA then carries. Integer leaves exactly."""
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x), np.asarray(y)
+    if np.issubdtype(x.dtype, np.floating):
+      np.testing.assert_array_max_ulp(x, y, maxulp=2)
+    else:
+      np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_step_equals_update_then_apply_updates(kind, config):
+  """Parameters and state after each of 12 jitted, donated steps are the
+  bits of update + apply_updates (a -0.0 parameter included); with dense
+  accumulation they are within 2 ulps (XLA fuses the update step's program
+  differently; bit for bit for adam, adamax and adadelta as measured)."""
+  kw = dict(CONFIGS[config])
+  if CATALOG[kind].parity_learning_rate is not None:
+    kw["learning_rate"] = CATALOG[kind].parity_learning_rate
+  opt = getattr(ox, kind)(**kw)
+  params = table_params(0)
+  params["dense"]["bias"] = params["dense"]["bias"].at[0].set(-0.0)
+  grads = (grad_seq(params, STEPS) if kw.get("lazy_rows")
+           else varied_grads(params, STEPS))
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def split(params, state, g):
+    updates, state = opt.update(g, state, params)
+    return ox.apply_updates(params, updates), state
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def fused_step(params, state, g):
+    return ox.apply(opt, g, state, params)
+
+  start = np.asarray(params["embed"])
+  p1, s1 = jax.tree.map(jnp.copy, params), opt.init(params)
+  p2, s2 = jax.tree.map(jnp.copy, params), opt.init(params)
+  for g in grads:
+    p1, s1 = split(p1, s1, g)
+    p2, s2 = fused_step(p2, s2, g)
+    if kw.get("gradient_accumulation_steps") and not kw.get("lazy_rows"):
+      assert_same_within_ulps((p1, s1), (p2, s2))
+    else:
+      assert_same_bits((p1, s1), (p2, s2))
+  moved = np.abs(np.asarray(p2["embed"]) - start).max()
+  assert moved > 1e-4
+
+
+def test_micro_step_leaves_the_parameter_buffers_in_place():
+  """On a micro-step the donated parameter buffers come back as the same
+  buffers with the same bits (the accumulator and the EMA move). JAX pairs
+  donated inputs with outputs of the same shape in order, so the step takes
+  ``(params, state)`` in the order ``apply`` returns them."""
+  opt = ox.adam(0.1, gradient_accumulation_steps=4, use_ema=True)
+  params = make_params(1)
+  state = opt.init(params)
+  fused = jax.jit(lambda p, s, g: ox.apply(opt, g, s, p),
+                  donate_argnums=(0, 1))
+  g = varied_grads(params, 1)[0]
+  before = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(params)]
+  saved = bits(jax.tree.map(jnp.copy, params))  # No host view of params.
+  params, state = fused(params, state, g)
+  after = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(params)]
+  assert before == after
+  for x, y in zip(saved, bits(params)):
+    np.testing.assert_array_equal(x, y)
+  assert float(jnp.abs(state.inner.accumulated["dense"]["kernel"]).max()) > 0
+
+
+def test_apply_runs_any_gradient_transformation():
+  """A transformation without a fused step (optax's, a loss-scale wrapper)
+  runs as update + apply_updates."""
+  params = make_params(2)
+  g = varied_grads(params, 1)[0]
+  for opt in (optax.adam(0.1), ox.loss_scale_optimizer(ox.adamax(0.1))):
+    state = opt.init(params)
+    got, _ = ox.apply(opt, g, state, params)
+    updates, _ = opt.update(g, state, params)
+    assert_same_bits(got, optax.apply_updates(params, updates))
