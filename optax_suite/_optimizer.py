@@ -298,9 +298,9 @@ def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
   One ``cond`` holds the update work (mean gradient, clip, rule, decay,
   EMA, new parameters); its micro-step branch only advances the EMA and
   returns the parameter buffers as they are (a micro-step on which an EMA
-  overwrite falls goes with the update branch). The accumulator is written after the
-  ``cond``, in place, as ``accumulate_gradients`` does. Every number is
-  computed as in ``update`` + ``apply_updates``.
+  overwrite falls goes with the update branch). The accumulator is written
+  after the ``cond``, in place, as ``accumulate_gradients`` does. Every
+  number is computed as in ``update`` + ``apply_updates``.
   """
   def step(grads, state, params):
     grads, lr, scale = prepare(grads, state, params)

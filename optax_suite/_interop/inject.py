@@ -75,7 +75,8 @@ def inject_hyperparams(
     ...     weight_decay=0.01, weight_decay_mask=lambda p: {'w': True})
     >>> state = opt.init({'w': jnp.ones(2, jnp.bfloat16)})
     >>> sorted(state.hyperparams)
-    ['beta_1', 'beta_2', 'ema_momentum', 'epsilon', 'learning_rate', 'weight_decay']
+    ['beta_1', 'beta_2', 'ema_momentum', 'epsilon', 'learning_rate',
+     'weight_decay']
     >>> state.hyperparams['beta_2']  # float32, not bfloat16's 1.0
     Array(0.999, dtype=float32)
     >>> state.hyperparams['learning_rate'] = jnp.asarray(0.05, jnp.float32)

@@ -351,14 +351,14 @@ def _multi_state_from_keras(opt, keras_multi, params, optimizer_variables):
         f"`optimizer_variables` has {len(values)} entries; the Keras "
         f"MultiOptimizer has {pos} variables.")
   labels, transforms = opt.assign(params)
-  ours = [l for l, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params))
+  ours = [lab for lab, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params))
           if _common.is_trainable(p)]
   k_vars = list(keras_multi._trainable_variables)  # pylint: disable=protected-access
   theirs = [keras_multi._var_to_optimizer_idx[keras_multi._var_key(v)]  # pylint: disable=protected-access
             for v in k_vars]
   pairs = dict(zip(ours, theirs))
   if len(ours) != len(theirs) or len(set(pairs.values())) != len(pairs) or (
-      any(pairs[l] != k for l, k in zip(ours, theirs))):
+      any(pairs[lab] != k for lab, k in zip(ours, theirs))):
     raise ValueError(
         "The multi_optimizer routes the leaves of `params` to optimizers "
         "differently from the Keras MultiOptimizer (compare the paths, "
@@ -368,7 +368,7 @@ def _multi_state_from_keras(opt, keras_multi, params, optimizer_variables):
   inner_states = dict(state.inner.inner_states)
   for label, k in pairs.items():
     masked = jax.tree.map(
-        lambda l, p, label=label: p if l == label else optax.MaskedNode(),
+        lambda lab, p, label=label: p if lab == label else optax.MaskedNode(),
         labels, params)
     inner_states[label] = optax.MaskedState(inner_state=state_from_keras(
         transforms[label], inner_keras[k], masked, slices[k]))

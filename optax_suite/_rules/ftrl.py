@@ -22,7 +22,8 @@ class ScaleByFtrlState(NamedTuple):
     >>> tx = ox.scale_by_ftrl(learning_rate=1.0, initial_accumulator_value=1.0)
     >>> w = jnp.array([0.5])
     >>> _, state = tx.update(jnp.array([2.0]), tx.init(w), w)
-    >>> state.accumulator, state.linear  # n = 1 + 2**2, z = 2 - (5**.5 - 1) * .5
+    >>> # n = 1 + 2**2, z = 2 - (5**.5 - 1) * .5
+    >>> state.accumulator, state.linear
     (Array([5.], dtype=float32), Array([1.381966], dtype=float32))
   """
   count: chex.Array  # int32 [], update steps taken (for schedules).
@@ -63,7 +64,8 @@ def scale_by_ftrl(
   output :math:`\Delta` points up the gradient (``w - Δ`` is Keras's new
   weight; Keras assigns :math:`w'` where optax adds an update, so the new
   weight can differ from Keras's by half an ulp of the old one, which is
-  large next to a :math:`w'` much smaller than :math:`w`). A coordinate that never had a gradient stays at
+  large next to a :math:`w'` much smaller than :math:`w`). A coordinate
+  that never had a gradient stays at
   :math:`z = 0`, so :math:`w' = 0`: finite whenever :math:`q > 0`, i.e.
   unless ``initial_accumulator_value``, the L2 strength and ``beta`` are all
   0 (then Keras's ``0 / 0`` is NaN, and so is this). Low-precision leaves

@@ -140,7 +140,8 @@ def scale_by_muon(
   :math:`\eta_a = \eta \cdot \text{adam\_lr\_ratio}` and :math:`t` the update
   step: :math:`m \leftarrow m + (g - m)(1 - \beta_1)`,
   :math:`v \leftarrow v + (g^2 - v)(1 - \beta_2)`,
-  :math:`u = m\,\eta_a\sqrt{1 - \beta_2^t}/(1 - \beta_1^t) / (\sqrt v + \epsilon)`.
+  :math:`u = m\,\eta_a\sqrt{1 - \beta_2^t}/(1 - \beta_1^t)
+  / (\sqrt v + \epsilon)`.
   The output points up the gradient. Weight decay is not part of this rule
   (:func:`muon` adds Keras's two decay rates). Low-precision leaves are
   computed in float32 and cast back.

@@ -28,7 +28,8 @@ class ScaleByRmspropState(NamedTuple):
   count: chex.Array  # int32 [], update steps taken (for schedules).
   velocity: optax.Updates  # like params (slot dtype), E[g^2].
   momentum: Optional[optax.Updates]  # like params; None: momentum is number 0.
-  average_gradient: Optional[optax.Updates]  # like params; None unless centered.
+  # like params; None unless centered.
+  average_gradient: Optional[optax.Updates]
 
 
 def _uses_momentum(momentum: Any) -> bool:
