@@ -87,8 +87,10 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
           state: optax.OptState, params: optax.Params) -> tuple:
   """One optimizer step: ``params, state = apply(opt, grads, state, params)``.
 
-  The numbers are those of ``opt.update`` followed by :func:`apply_updates`,
-  bit for bit; what changes is the work. For this package's optimizers:
+  The numbers are those of ``opt.update`` followed by :func:`apply_updates`
+  (bit for bit, except that with dense gradient accumulation XLA may round
+  a fused update step's parameters 1 ulp differently, as measured for
+  rmsprop); what changes is the work. For this package's optimizers:
 
   * on a gradient-accumulation micro-step only the accumulator (and the
     EMA, when on) is written: no zero update tree is made and the parameter
