@@ -414,7 +414,7 @@ def tree_map_n(fn: Callable[..., tuple], n: int, tree: Any, *rest: Any):
   )
 
 
-def find_nodes(tree: Any, cls: type) -> list:
+def find_nodes(tree: Any, cls: Union[type, tuple[type, ...]]) -> list:
   """Every node of type `cls` in `tree` (e.g. an `EmaState` in a chain's)."""
   return [
       node for node in jax.tree.leaves(

@@ -351,7 +351,8 @@ def _multi_state_from_keras(opt, keras_multi, params, optimizer_variables):
         f"`optimizer_variables` has {len(values)} entries; the Keras "
         f"MultiOptimizer has {pos} variables.")
   labels, transforms = opt.assign(params)
-  ours = [lab for lab, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params))
+  ours = [lab for lab, p in zip(jax.tree.leaves(labels),
+                                jax.tree.leaves(params))
           if _common.is_trainable(p)]
   k_vars = list(keras_multi._trainable_variables)  # pylint: disable=protected-access
   theirs = [keras_multi._var_to_optimizer_idx[keras_multi._var_key(v)]  # pylint: disable=protected-access

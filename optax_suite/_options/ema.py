@@ -129,7 +129,8 @@ def _averages(params: Any, state: Any) -> tuple[list, list, Any]:
   of ``params``' leaves, ``None`` where no EMA averages the leaf) and the
   tree definition of ``params``.
   """
-  treedef = jax.tree.structure(params, is_leaf=_common.is_none)
+  # Any: jax's PyTreeDef stub lacks num_leaves and flatten_up_to.
+  treedef: Any = jax.tree.structure(params, is_leaf=_common.is_none)
   averages = [None] * treedef.num_leaves
   flags = [None] * treedef.num_leaves
   for node in _common.find_nodes(state, EmaState):

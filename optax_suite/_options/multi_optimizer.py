@@ -68,7 +68,7 @@ class OptimizerMap(MutableMapping):
           "`optimizer_map` must be a dict or None. Received: "
           f"optimizer_map={optimizer_map!r}")
     self._default_optimizer = default_optimizer
-    self._optimizer_map = {}
+    self._optimizer_map: dict[str, Any] = {}
     for key, optimizer in (optimizer_map or {}).items():
       self[key] = optimizer
 
@@ -206,7 +206,7 @@ def multi_optimizer(
         global_clipnorm=None, ema_momentum=0.99, ema_overwrite_frequency=None,
         loss_scale_factor=loss_scale_factor, gradient_accumulation_steps=None,
         exclude_from_weight_decay=None, weight_decay_mask=None)
-  known = []
+  known: list[Any] = []
   if isinstance(optimizer_map, OptimizerMap):
     for opt in list(optimizer_map.values()) + [
         optimizer_map.default_optimizer]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import chex
 import jax
 from jax.experimental import sparse as jsparse
 import jax.numpy as jnp
@@ -251,7 +252,7 @@ class RowAccumulationState(NamedTuple):
     >>> state.touched
     {'b': None, 'table': Array([False, False, False], dtype=bool)}
   """
-  count: jax.Array  # int32 [], calls so far (Keras `_iterations`).
+  count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
   accumulated: optax.Updates  # like params (acc dtype), sum since last update.
   touched: Any  # bool [rows] per 2-D float leaf (None otherwise): rows seen.
   inner_state: optax.OptState  # state of the wrapped transformation.

@@ -36,7 +36,7 @@ class ScaleByScheduleFreeAdamwState(NamedTuple):
   velocity: optax.Updates  # like params (slot dtype), second moment.
   beta_1: chex.Array  # float32 [], the interpolation, for the eval point.
   # Not Keras slots: `state_from_keras` keeps these at their `init` value.
-  NOT_SLOTS = ("beta_1",)
+  NOT_SLOTS = ("beta_1",)  # type: ignore[misc]  # a class constant
 
 
 def _check_beta_1(beta_1: Any) -> None:
