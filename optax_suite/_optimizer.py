@@ -309,10 +309,8 @@ def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
 
     def update_branch(operands):
       grads, acc, chain_state, ema_state, params = operands
-      mean = _common.tree_map(
-          lambda a, g: g if a is None else (g + a) / k, acc, grads)
       updates, chain_state = chain_transform(lr).update(
-          mean, chain_state, params)
+          _accumulation.mean_gradient(acc, grads, k), chain_state, params)
       if average is not None:
         updates, ema_state = average.update(updates, ema_state, params)
       return (_apply.apply_updates(params, updates, ema_state), chain_state,

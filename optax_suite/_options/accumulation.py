@@ -82,14 +82,8 @@ def accumulate_gradients(
 
     def update_branch(operands):
       grads, acc, inner_state, params = operands
-      mean = _common.tree_map(
-          lambda a, g: g if a is None else (g + a) / k, acc, grads)
-      # Keras's mean is the output of a `cond`, so XLA cannot fold its
-      # `* (1 / k)` into the rule's arithmetic (it would, e.g. reassociating
-      # Nadam's `c * g` products, moving the last bit); nor can it here.
-      mean = jax.lax.optimization_barrier(mean)
       new_updates, inner_state = inner.update(
-          mean, inner_state, params, **extra_args)
+          mean_gradient(acc, grads, k), inner_state, params, **extra_args)
       return new_updates, inner_state, jnp.ones([], jnp.bool_)
 
     def micro_branch(operands):
@@ -116,3 +110,16 @@ def accumulate_gradients(
         optax.safe_increment(state.count), acc, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def mean_gradient(accumulated: Any, grads: Any, k: int) -> Any:
+  """``(grads + accumulated) / k``, leaf by leaf, as the update call sees it.
+
+  Keras's mean is the output of a ``cond``, so XLA cannot fold its
+  ``* (1 / k)`` into the rule's arithmetic (it would, e.g. reassociating
+  Nadam's ``c * g`` products, moving the last bit); the barrier keeps it so
+  here, and in the fused step, which uses this too.
+  """
+  mean = _common.tree_map(
+      lambda a, g: g if a is None else (g + a) / k, accumulated, grads)
+  return jax.lax.optimization_barrier(mean)
