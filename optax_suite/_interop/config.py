@@ -88,9 +88,10 @@ def get_config(opt: Any) -> dict[str, Any]:
   Keras's ``LossScaleOptimizer``.
 
   Args:
-    opt: an optimizer returned by :func:`optax_suite.adam`,
-      :func:`~optax_suite.adamax`, :func:`~optax_suite.adadelta`,
-      :func:`~optax_suite.rmsprop` or :func:`~optax_suite.loss_scale_optimizer`.
+    opt: an optimizer returned by one of the package's factories
+      (:func:`optax_suite.adam`, :func:`~optax_suite.sgd`, ...),
+      :func:`~optax_suite.multi_optimizer` or
+      :func:`~optax_suite.loss_scale_optimizer`.
 
   Returns:
     A dict of JSON values.
@@ -129,8 +130,9 @@ def get_config(opt: Any) -> dict[str, Any]:
     return _multi_config(config)
   if not isinstance(config, dict) or factory not in _CLASS_OF_FACTORY:
     raise ValueError(
-        "`opt` must be an optimizer built by optax_suite.adam, adamax, "
-        "adadelta, rmsprop or loss_scale_optimizer (they carry their config); "
+        "`opt` must be an optimizer built by one of optax_suite's factories "
+        f"({', '.join(sorted(f.__name__ for f in _CLASS_OF_FACTORY))}), "
+        "multi_optimizer or loss_scale_optimizer (they carry their config); "
         f"Received: opt={opt!r}")
   class_name = _CLASS_OF_FACTORY[factory]
   if config.get("weight_decay_mask") is not None:
@@ -229,9 +231,9 @@ def from_config(config: Mapping[str, Any],
   """Rebuilds an optimizer from :func:`get_config`'s dict or a Keras one.
 
   Accepts the dict of :func:`get_config`, the dict
-  ``keras.optimizers.serialize(keras_optimizer)`` returns for ``Adam``,
-  ``Adamax``, ``Adadelta``, ``RMSprop`` or a ``LossScaleOptimizer`` around
-  one of them (a schedule learning rate inside it may be any of the six
+  ``keras.optimizers.serialize(keras_optimizer)`` returns for any of the 14
+  Keras optimizers this package has, a ``MultiOptimizer``, or a
+  ``LossScaleOptimizer`` around one of them (a schedule learning rate inside it may be any of the six
   Keras schedules, serialized as Keras does), or a plain
   ``keras_optimizer.get_config()`` dict together with its ``class_name``.
   A number is rebuilt as it is written, so Keras's float32 learning rate

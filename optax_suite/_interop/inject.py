@@ -55,8 +55,9 @@ def inject_hyperparams(
   listed in ``static_args`` by hand.
 
   Args:
-    factory: :func:`optax_suite.adam`, ``adamax``, ``adadelta`` or
-      ``rmsprop`` (or any factory taking some of the same arguments).
+    factory: one of the package's factories (:func:`optax_suite.adam`,
+      ``sgd``, ``muon``, ...; or any factory taking some of the same
+      arguments).
     static_args: more arguments to keep static.
     hyperparam_dtype: dtype of the injected floating-point numbers;
       float32 by default whatever the parameters' dtype. (Plain

@@ -293,8 +293,9 @@ def state_from_keras(
 
   Args:
     opt: an optax_suite optimizer (possibly inside ``inject_hyperparams``).
-    keras_optimizer: a built ``keras.optimizers.Adam``, ``Adamax``,
-      ``Adadelta`` or ``RMSprop``.
+    keras_optimizer: a built Keras optimizer of one of the 14 classes this
+      package has (``keras.optimizers.Adam``, ``SGD``, ...) or a
+      ``MultiOptimizer`` of them.
     params: the parameters, matching the Keras trainable variables.
     optimizer_variables: values of ``keras_optimizer.variables``, if they
       live outside it (a stateless loop).
@@ -396,8 +397,9 @@ def from_keras(
   :func:`state_from_keras`'s.
 
   Args:
-    keras_optimizer: a built ``keras.optimizers.Adam``, ``Adamax``,
-      ``Adadelta`` or ``RMSprop``.
+    keras_optimizer: a built Keras optimizer of one of the 14 classes this
+      package has (``keras.optimizers.Adam``, ``SGD``, ...) or a
+      ``MultiOptimizer`` of them.
     params: the parameters, matching the Keras trainable variables.
     optimizer_variables: values of ``keras_optimizer.variables``, if they
       live outside it (a stateless loop).
