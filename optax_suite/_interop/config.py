@@ -233,8 +233,9 @@ def from_config(config: Mapping[str, Any],
   Accepts the dict of :func:`get_config`, the dict
   ``keras.optimizers.serialize(keras_optimizer)`` returns for any of the 14
   Keras optimizers this package has, a ``MultiOptimizer``, or a
-  ``LossScaleOptimizer`` around one of them (a schedule learning rate inside it may be any of the six
-  Keras schedules, serialized as Keras does), or a plain
+  ``LossScaleOptimizer`` around one of them (a schedule learning rate
+  inside it may be any of the six Keras schedules, serialized as Keras
+  does), or a plain
   ``keras_optimizer.get_config()`` dict together with its ``class_name``.
   A number is rebuilt as it is written, so Keras's float32 learning rate
   (e.g. ``0.0010000000474974513``) gives the float32 learning rate Keras
