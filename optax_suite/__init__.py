@@ -82,7 +82,7 @@ from optax_suite._rules.sgd import scale_by_sgd
 from optax_suite._rules.sgd import ScaleBySgdState
 from optax_suite._rules.sgd import sgd
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = (
     "AccumulationState",
