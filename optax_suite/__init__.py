@@ -1,8 +1,10 @@
 """optax_suite: Keras 3 optimizers as pure, composable optax transformations.
 
-The factories (:func:`adam`, :func:`adamax`, :func:`adadelta`,
-:func:`rmsprop`) take Keras's arguments and give Keras's numbers; every
-feature they chain is also public on its own.
+One factory per Keras 3 optimizer (:func:`adam`, :func:`sgd`,
+:func:`adamw`, :func:`muon`, ... fourteen in all, plus
+:func:`multi_optimizer`) takes Keras's arguments and gives Keras's numbers;
+every feature they chain (clipping, decoupled weight decay, accumulation,
+the parameter EMA, loss scaling, lazy rows) is also public on its own.
 """
 
 from optax_suite import schedules
