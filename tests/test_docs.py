@@ -11,6 +11,8 @@ import doctest
 import inspect
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -37,3 +39,16 @@ def test_readme_api_table_lists_every_public_name():
   table = text.split("\n## API\n", 1)[1].split("\n## ", 1)[0]
   listed = re.findall(r"^\| `([A-Za-z_][A-Za-z0-9_]*)` \|", table, re.M)
   assert sorted(listed) == sorted(ox.__all__)
+
+
+def test_imports_with_docstrings_stripped():
+  """`python -OO` strips docstrings; the factories' docstrings are filled in
+  at import time, which must not fail without them (issue 9 item 3)."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  out = subprocess.run(
+      [sys.executable, "-OO", "-c",
+       "import optax_suite as ox; assert ox.adam.__doc__ is None; "
+       "print(len(ox.__all__))"],
+      cwd=root, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr
+  assert int(out.stdout) == len(ox.__all__)
