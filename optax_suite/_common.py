@@ -344,7 +344,7 @@ def identity_update(g: Any) -> Any:
     return None
   g = jnp.asarray(g)
   if jnp.issubdtype(g.dtype, jnp.floating):
-    return jnp.full(g.shape, -0.0, g.dtype)
+    return jnp.full_like(g, -0.0)  # Keeps g's sharding.
   return zero_update(g)
 
 

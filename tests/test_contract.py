@@ -239,19 +239,11 @@ def contract_results(kind, config):
 # Contract cases known to fail on this branch, with the reason; another
 # change of issue 9 fixes each. A listed case that passes fails the test, so
 # that the entry is removed when the fix lands.
-KNOWN_FAILURES = {
-    **{(kind, "inject", "abstract_input"): (
-        "optax.inject_hyperparams without hyperparam_dtype reads the params' "
-        "dtype with jnp.asarray, which refuses a ShapeDtypeStruct (issue 9 "
-        "item 2: ox.inject_hyperparams passes hyperparam_dtype=float32)")
-       for kind in KINDS},
-    ("rmsprop", "inject", "jit_and_eager"): (
-        "rmsprop's momentum slot exists under jit, not eagerly, when the "
-        "momentum is injected (issue 9 item 12)"),
-    ("rmsprop", "inject", "explicit_sharding"): (
-        "rmsprop's momentum slot exists under jit, not eagerly, when the "
-        "momentum is injected (issue 9 item 12)"),
-}
+# Cases of optax's contract that fail for us, with the reason; a known
+# failure that starts passing fails the test, so the entry gets removed.
+# (Issue 9 items 2 and 12 fixed the ones found first: injected
+# hyperparameters' dtype and rmsprop's momentum slot.)
+KNOWN_FAILURES: dict = {}
 
 
 def check(kind, config, name, error=None):

@@ -33,7 +33,14 @@ import pytest  # noqa: E402
 import optax_suite as ox  # noqa: E402
 from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
+
+# The rule alone steps from a point interpolated between the parameters and
+# z, so a one-ulp difference in a step feeds every later step: measured 5
+# ulps of the parameters' magnitude after 24 steps against Keras (the
+# factory's parity runs in test_aliases stay within keras_oracle.ULPS).
+SF_ULPS = 8
 from keras_oracle import ours_trajectory  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
 
@@ -97,7 +104,7 @@ def test_eval_params_formula_on_keras_variables_with_injected_beta_1():
   # A constant 0.6 from the start is Keras's run; its x is Keras's x.
   ours, state = ours_trajectory(
       ox.schedule_free_adamw(0.02, beta_1=0.6), params, grads)
-  assert max_deviation(expected, ours) < 1e-6
+  assert_trajectories_match(expected, ours, ulps=SF_ULPS)
   x_ours = jax.tree.leaves(ox.schedule_free_eval_params(ours[-1], state))
   assert max_deviation([x_keras], [x_ours]) < 1e-5
 
@@ -113,7 +120,7 @@ def test_rule_alone_under_a_schedule_with_warmup_matches_keras_not_optax():
       ox.scale_by_schedule_free_adamw(sched, beta_1=0.8, warmup_steps=6),
       optax.scale(-1.0))
   ours, _ = ours_trajectory(rule, params, grads)
-  assert max_deviation(expected, ours) < 1e-6
+  assert_trajectories_match(expected, ours, ulps=SF_ULPS)
   plain, _ = keras_trajectory("schedule_free_adamw", params, grads,
                               learning_rate=0.01)
   theirs, _ = ours_trajectory(
@@ -132,7 +139,7 @@ def test_weight_decay_steps_from_the_decayed_point():
   ours, _ = ours_trajectory(
       ox.schedule_free_adamw(**kw, exclude_from_weight_decay=["bias"]),
       params, grads)
-  assert max_deviation(expected, ours) < 1e-6
+  assert_trajectories_match(expected, ours, ulps=SF_ULPS)
   naive, _ = ours_trajectory(ox.keras_optimizer(
       ox.scale_by_schedule_free_adamw, **kw,
       exclude_from_weight_decay=["bias"]), params, grads)

@@ -30,6 +30,8 @@ import optax_suite as ox  # noqa: E402
 from keras_oracle import build_keras  # noqa: E402
 from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
+from keras_oracle import ULPS_INJECTED  # noqa: E402
+from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
 from keras_oracle import ours_trajectory  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
@@ -68,7 +70,8 @@ def test_slots_follow_keras_build():
       params["dense"])
   keras_opt, _ = build_keras("sgd", {k: v for k, v in params.items()
                                      if k != "step"}, momentum=0.5)
-  assert len([v for v in keras_opt.variables if "momentum" in v.name]) == 4
+  assert len([v for v in keras_opt.variables if "momentum" in v.name]) == sum(
+      jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(params))
 
 
 def test_injected_momentum_one_structure_and_it_acts():
@@ -81,7 +84,8 @@ def test_injected_momentum_one_structure_and_it_acts():
   # Momentum 0 injected gives plain SGD's numbers...
   plain, _ = ours_trajectory(ox.sgd(0.05), params, grads)
   injected, _ = ours_trajectory(opt, params, grads)
-  assert max_deviation(plain, injected) < 1e-6  # XLA may fuse differently
+  # Injected hyperparameters are float32 arrays: keras_oracle's bound.
+  assert_trajectories_match(plain, injected, ulps=ULPS_INJECTED)
   # ...and 0.9 set in the state acts as a factory built with 0.9.
   eager.hyperparams["momentum"] = jnp.asarray(0.9)
   step = jax.jit(opt.update)

@@ -118,9 +118,8 @@ def scale_by_schedule_free_adamw(
 
   def init_fn(params):
     def copy(p):  # z starts at the parameters (a copy: both may be donated).
-      if not _common.is_trainable(p):
-        return None
-      return jnp.array(p, dtype=slot_dtype or p.dtype, copy=True)
+      z = _common.copy_of(p)
+      return None if z is None else z.astype(slot_dtype or p.dtype)
     return ScaleByScheduleFreeAdamwState(
         jnp.zeros([], jnp.int32), _common.tree_map(copy, params),
         _common.slots(params, slot_dtype), jnp.asarray(beta_1, jnp.float32))
