@@ -125,7 +125,7 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
     >>> for g in ([1.0, 0.0], [3.0, 0.0]):
     ...   params, state = step(params, state, {'w': jnp.array(g)})
     >>> params['w']
-    Array([ 0.9..., -1. ], dtype=float32)
+    Array([ 0.9000008, -1.       ], dtype=float32)
   """
   fused = getattr(opt, "fused_step", None)
   if fused is not None:

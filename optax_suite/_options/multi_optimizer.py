@@ -194,7 +194,8 @@ def multi_optimizer(
     >>> grads = jax.tree.map(jnp.ones_like, params)
     >>> updates, _ = opt.update(grads, opt.init(params), params)
     >>> updates['body']['w'], updates['head']['w']
-    (Array([-0.1, -0.1], dtype=float32), Array([-0.5, -0.5], dtype=float32))
+    (Array([-0.09999901, -0.09999901], dtype=float32),
+     Array([-0.5, -0.5], dtype=float32))
   """
   if not (isinstance(optimizer_map, OptimizerMap) or callable(optimizer_map)):
     raise ValueError(

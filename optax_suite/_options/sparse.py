@@ -202,7 +202,7 @@ def lazy_rows(
     ...                 shape=(4, 2))
     >>> updates, state = tx.update(g, tx.init(table), table)
     >>> ox.apply_updates(table, updates)[:, 0]  # rows 1 and 3 untouched
-    Array([0.9, 1. , 0.9, 1. ], dtype=float32)
+    Array([0.90000004, 1.        , 0.90000004, 1.        ], dtype=float32)
     >>> state[0].m[:, 0]  # and so are their moments
     Array([0.1, 0. , 0.2, 0. ], dtype=float32)
   """

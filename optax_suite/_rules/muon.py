@@ -175,7 +175,7 @@ def scale_by_muon(
     ...          'b': jnp.array([0.5, -0.5])}
     >>> updates, _ = tx.update(grads, tx.init(params))
     >>> updates['b']
-    Array([-0.1,  0.1], dtype=float32)
+    Array([-0.0999987,  0.0999987], dtype=float32)
     >>> updates['w'].round(2)
     Array([[-0.07, -0.  ],
            [-0.  , -0.11]], dtype=float32)
@@ -372,7 +372,7 @@ def muon(
     ...          'b': jnp.array([1.0, -1.0])}
     >>> updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
     >>> optax.apply_updates(params, updates)['b']
-    Array([0.9, 1.1], dtype=float32)
+    Array([0.900001, 1.099999], dtype=float32)
   """
   arguments = dict(locals())
   _optimizer.check_base_arguments(**{
