@@ -151,9 +151,17 @@ def _in_dtype_of(updates: Any, grads: Any, params: Any) -> Any:
       return u.astype(g.dtype)
     return _common.update_to(p, jnp.asarray(p + u).astype(p.dtype), g.dtype)
 
+  # A row-sparse (BCOO) update of a lazy-rows optimizer is one leaf, kept
+  # as it is (its rows are in the gradients' dtype already).
+  def is_leaf(x):
+    return x is None or _common._is_bcoo(x)  # pylint: disable=protected-access
+
+  def maybe_sparse(u, g, p=None):
+    return u if _common._is_bcoo(u) else leaf(u, g, p)  # pylint: disable=protected-access
+
   if params is None:
-    return _common.tree_map(leaf, updates, grads)
-  return _common.tree_map(leaf, updates, grads, params)
+    return jax.tree.map(maybe_sparse, updates, grads, is_leaf=is_leaf)
+  return jax.tree.map(maybe_sparse, updates, grads, params, is_leaf=is_leaf)
 
 
 def loss_scale_optimizer(
