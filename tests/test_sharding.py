@@ -104,8 +104,9 @@ CHILD = textwrap.dedent("""
         one = jax.devices()[0]
         p1 = jax.device_put(host, one)
         s1 = opt.init(p1)
+        step_one = jax.jit(step)  # Compiled once for the one-device run.
         for g in grad_seq:
-            p1, s1 = jax.jit(step)(p1, s1, jax.device_put(g, one))
+            p1, s1 = step_one(p1, s1, jax.device_put(g, one))
         f64 = lambda x: np.asarray(x, np.float64)  # bool leaves too.
         dev = lambda a, b: max(
             float(np.max(np.abs(f64(x) - f64(y)), initial=0))
