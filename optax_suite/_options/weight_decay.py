@@ -276,7 +276,10 @@ def with_decayed_params(
     if flag is False or p is None:
       return p
     dt = _common.compute_dtype(p.dtype)
-    w = p.astype(dt)
+    # The barrier keeps XLA from merging this decayed weight with the one
+    # `descend_with_weight_decay` forms: merged, it would have two consumers
+    # and be written to a parameter-sized temporary on every step.
+    w = jax.lax.optimization_barrier(p).astype(dt)
     w1 = w - (w * weight_decay) * jnp.asarray(learning_rate).astype(dt)
     if flag is not True:
       w1 = jnp.where(flag, w1, w)
