@@ -42,6 +42,9 @@ def scale_by_ftrl(
     beta: float = 0.0,
     *,
     slot_dtype: Optional[Any] = None,
+    weight_decay: Optional[float] = None,
+    weight_decay_mask: Any = None,
+    exclude_from_weight_decay: Optional[Sequence[str]] = None,
 ) -> optax.GradientTransformation:
   r"""Keras's Ftrl rule: the step from the parameters to the FTRL solution.
 
@@ -84,6 +87,13 @@ def scale_by_ftrl(
       magnitude penalty added to the gradient in the linear term.
     beta: the paper's :math:`\beta` >= 0.
     slot_dtype: dtype of the slots; default the parameter's dtype.
+    weight_decay: Keras's decoupled decay, or None. With it, :math:`w` above
+      is the decayed weight :math:`w - w \lambda \eta` that Keras's update
+      step reads, and :math:`\Delta` is the step from it (chain
+      :func:`descend_with_weight_decay` after this, as :func:`ftrl` does).
+    weight_decay_mask: tree of booleans or callable; True means decay.
+    exclude_from_weight_decay: name patterns that do not decay (see
+      :func:`decay_mask`).
 
   Returns:
     An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -107,6 +117,8 @@ def scale_by_ftrl(
        l2_shrinkage_regularization_strength),
       ("beta", beta)):
     _common.check_non_negative(name, value)
+  if weight_decay is not None:
+    _common.check_non_negative("weight_decay", weight_decay)
 
   def init_fn(params):
     def accumulator(p):
@@ -125,10 +137,15 @@ def scale_by_ftrl(
 
   def update_fn(updates, state, params=None):
     _common.check_params(params, "Ftrl (it reads the weights)")
+    lr_decay = _common.learning_rate_at(learning_rate, state.count)
     # Keras's lr is a variable; a constant one would let XLA turn `/ lr`
     # into `* (1 / lr)`, which rounds differently. The barrier keeps `/ lr`.
-    lr = jax.lax.optimization_barrier(
-        _common.learning_rate_at(learning_rate, state.count))
+    lr = jax.lax.optimization_barrier(lr_decay)
+    if weight_decay is None:
+      decays = _common.tree_map(lambda _: False, params)
+    else:
+      decays = _weight_decay.decay_mask(
+          params, weight_decay_mask, exclude_from_weight_decay)
     power = jnp.asarray(-learning_rate_power, jnp.float32)
     # As Keras: l2 + beta / (2 lr), then 2 * that, in float32.
     l2_reg = jnp.asarray(l2_regularization_strength, jnp.float32) + (
@@ -136,24 +153,38 @@ def scale_by_ftrl(
     shrink = jnp.asarray(2 * l2_shrinkage_regularization_strength, jnp.float32)
     l1 = l1_regularization_strength
 
-    def leaf(n, g, z, w):
+    def decayed(w, flag, dt):
+      w32 = w.astype(dt)
+      if flag is False:
+        return w32
+      w1 = w32 - (w32 * weight_decay) * lr_decay.astype(dt)
+      return w1 if flag is True else jnp.where(flag, w1, w32)
+
+    def leaf(n, g, z, w, flag):
       if n is None:
         return _common.zero_update(g), None, None
       dt = _common.compute_dtype(g.dtype)
       g32, n32, z32 = g.astype(dt), n.astype(dt), z.astype(dt)
-      w32, lr_ = w.astype(dt), lr.astype(dt)
+      # The weight Keras's update step reads (decayed when decay is on) is
+      # read twice: by the linear term and by the returned step. Formed once,
+      # XLA writes it to a parameter-sized temporary every step; from two
+      # outputs of one barrier it is formed inside each consumer instead.
+      w_a, w_b = (w, w) if flag is False else (
+          jax.lax.optimization_barrier((w, w)))
+      w_lin, w_out = decayed(w_a, flag, dt), decayed(w_b, flag, dt)
+      lr_ = lr.astype(dt)
       p = power.astype(dt)
-      g_lin = g32 + shrink.astype(dt) * w32
+      g_lin = g32 + shrink.astype(dt) * w_lin
       n_new = n32 + jnp.square(g32)
       n_new_p = jnp.power(n_new, p)
-      z32 = z32 + (g_lin - ((n_new_p - jnp.power(n32, p)) / lr_) * w32)
+      z32 = z32 + (g_lin - ((n_new_p - jnp.power(n32, p)) / lr_) * w_lin)
       q = n_new_p / lr_ + 2 * l2_reg.astype(dt)
       w_new = (jnp.clip(z32, -l1, l1) - z32) / q
-      return ((w32 - w_new).astype(g.dtype), n_new.astype(n.dtype),
+      return ((w_out - w_new).astype(g.dtype), n_new.astype(n.dtype),
               z32.astype(z.dtype))
 
     step, accumulator, linear = _common.tree_map_n(
-        leaf, 3, state.accumulator, updates, state.linear, params)
+        leaf, 3, state.accumulator, updates, state.linear, params, decays)
     return step, ScaleByFtrlState(
         optax.safe_increment(state.count), accumulator, linear)
 
@@ -216,11 +247,11 @@ def ftrl(
   arguments = dict(locals())
 
   def rule(lr):
-    return _weight_decay.with_decayed_params(
-        scale_by_ftrl(lr, learning_rate_power, initial_accumulator_value,
-                      l1_regularization_strength, l2_regularization_strength,
-                      l2_shrinkage_regularization_strength, beta),
-        weight_decay, lr, weight_decay_mask=weight_decay_mask,
+    return scale_by_ftrl(
+        lr, learning_rate_power, initial_accumulator_value,
+        l1_regularization_strength, l2_regularization_strength,
+        l2_shrinkage_regularization_strength, beta,
+        weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
         exclude_from_weight_decay=exclude_from_weight_decay)
 
   return _optimizer.build(ftrl, "ftrl", rule, arguments)
