@@ -142,3 +142,47 @@ def test_no_optax_peer():
   """optax has no FTRL: the benchmarks compare with Keras alone."""
   assert not hasattr(optax, "ftrl")
   assert not hasattr(optax.contrib, "ftrl")
+
+
+def test_rule_told_of_the_decay_matches_keras_ftrl_with_weight_decay():
+  """``scale_by_ftrl(weight_decay=...)`` chained with the decay is Keras's
+  Ftrl with weight decay over 28 steps, with a leaf excluded by name and
+  with a traced mask; the rule not told of the decay reads the undecayed
+  weights and is off."""
+  params = make_params(32)
+  grads = varied_grads(params, STEPS, seed=32)
+  lr, wd = 0.05, 0.3
+  for exclude in (None, ["bias"]):
+    expected, _ = keras_trajectory(
+        "ftrl", params, grads, learning_rate=lr, weight_decay=wd,
+        exclude=exclude, **OWN)
+    told = optax.chain(
+        ox.scale_by_ftrl(lr, **OWN, weight_decay=wd,
+                         exclude_from_weight_decay=exclude),
+        ox.add_decoupled_weight_decay(wd, lr,
+                                      exclude_from_weight_decay=exclude),
+        optax.scale(-1.0))
+    ours, _ = ours_trajectory(told, params, grads)
+    assert max_deviation(expected, ours) < ATOL
+  # The same exclusion as a mask of traced booleans (jnp.where's path).
+  mask = jax.tree_util.tree_map_with_path(
+      lambda path, _: jnp.asarray(path[-1].key != "bias"), params)
+  masked = optax.chain(
+      ox.scale_by_ftrl(lr, **OWN, weight_decay=wd, weight_decay_mask=mask),
+      ox.add_decoupled_weight_decay(wd, lr, weight_decay_mask=mask),
+      optax.scale(-1.0))
+  ours, _ = ours_trajectory(masked, params, grads)
+  assert max_deviation(expected, ours) < ATOL
+  untold = optax.chain(ox.scale_by_ftrl(lr, **OWN),
+                       ox.add_decoupled_weight_decay(wd, lr),
+                       optax.scale(-1.0))
+  wrong, _ = ours_trajectory(untold, params, grads)
+  assert max_deviation(expected, wrong) > 1e-4
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan")])
+def test_scale_by_ftrl_refuses_a_bad_weight_decay(value):
+  with pytest.raises(ValueError, match=(
+      r"`weight_decay` must be a finite number >= 0. "
+      r"Received: weight_decay=")):
+    ox.scale_by_ftrl(0.05, weight_decay=value)
