@@ -231,13 +231,35 @@ def descend_with_weight_decay(
       return _negate(d)
     dt = _common.compute_dtype(p.dtype)
     w = p.astype(dt)
-    w1 = w - (w * weight_decay) * lr.astype(dt)
-    if flag is not True:
-      w1 = jnp.where(flag, w1, w)
+    w1 = decayed_weight(w, flag, weight_decay, lr.astype(dt))
     return ((w1 - d.astype(dt)) - w).astype(d.dtype)
 
   return _per_leaf_with_decay_mask(
       leaf, learning_rate, weight_decay_mask, exclude_from_weight_decay)
+
+
+def decayed_weight(w: Any, flag: Any, weight_decay: float, lr: Any) -> Any:
+  """Keras's decayed weight :math:`w - (w \\lambda) \\eta` where ``flag``.
+
+  The one expression the descent and every rule that reads the decayed
+  weight share, so that they round alike. ``w`` and ``lr`` are in the compute
+  dtype; ``flag`` is True, False or a boolean array (a traced mask), and
+  where it is off ``w`` comes back as it is.
+  """
+  if flag is False:
+    return w
+  w1 = w - (w * weight_decay) * lr
+  return w1 if flag is True else jnp.where(flag, w1, w)
+
+
+def decay_flags(params: Any, weight_decay: Optional[float],
+                weight_decay_mask: MaskOrFn = None,
+                exclude_from_weight_decay: Optional[Sequence[str]] = None
+                ) -> Any:
+  """:func:`decay_mask`, or False at every leaf without decay."""
+  if weight_decay is None:
+    return _common.tree_map(lambda _: False, params)
+  return decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
 
 
 def with_decayed_params(
@@ -280,10 +302,9 @@ def with_decayed_params(
     # `descend_with_weight_decay` forms: merged, it would have two consumers
     # and be written to a parameter-sized temporary on every step.
     w = jax.lax.optimization_barrier(p).astype(dt)
-    w1 = w - (w * weight_decay) * jnp.asarray(learning_rate).astype(dt)
-    if flag is not True:
-      w1 = jnp.where(flag, w1, w)
-    return w1  # In float32 (or wider) for low-precision leaves.
+    # In float32 (or wider) for low-precision leaves.
+    return decayed_weight(
+        w, flag, weight_decay, jnp.asarray(learning_rate).astype(dt))
 
   def update_fn(updates, state, params=None):
     _common.check_params(params, "weight decay")

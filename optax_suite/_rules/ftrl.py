@@ -141,11 +141,8 @@ def scale_by_ftrl(
     # Keras's lr is a variable; a constant one would let XLA turn `/ lr`
     # into `* (1 / lr)`, which rounds differently. The barrier keeps `/ lr`.
     lr = jax.lax.optimization_barrier(lr_decay)
-    if weight_decay is None:
-      decays = _common.tree_map(lambda _: False, params)
-    else:
-      decays = _weight_decay.decay_mask(
-          params, weight_decay_mask, exclude_from_weight_decay)
+    decays = _weight_decay.decay_flags(
+        params, weight_decay, weight_decay_mask, exclude_from_weight_decay)
     power = jnp.asarray(-learning_rate_power, jnp.float32)
     # As Keras: l2 + beta / (2 lr), then 2 * that, in float32.
     l2_reg = jnp.asarray(l2_regularization_strength, jnp.float32) + (
@@ -154,11 +151,8 @@ def scale_by_ftrl(
     l1 = l1_regularization_strength
 
     def decayed(w, flag, dt):
-      w32 = w.astype(dt)
-      if flag is False:
-        return w32
-      w1 = w32 - (w32 * weight_decay) * lr_decay.astype(dt)
-      return w1 if flag is True else jnp.where(flag, w1, w32)
+      return _weight_decay.decayed_weight(
+          w.astype(dt), flag, weight_decay, lr_decay.astype(dt))
 
     def leaf(n, g, z, w, flag):
       if n is None:

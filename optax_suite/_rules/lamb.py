@@ -108,11 +108,8 @@ def scale_by_lamb(
     b1_power = jnp.power(jnp.asarray(beta_1, jnp.float32), t)
     b2_power = jnp.power(jnp.asarray(beta_2, jnp.float32), t)
     one_minus_b1, one_minus_b2 = 1 - beta_1, 1 - beta_2
-    if weight_decay is None:
-      decays = _common.tree_map(lambda _: False, params)
-    else:
-      decays = _weight_decay.decay_mask(
-          params, weight_decay_mask, exclude_from_weight_decay)
+    decays = _weight_decay.decay_flags(
+        params, weight_decay, weight_decay_mask, exclude_from_weight_decay)
 
     def leaf(m, g, v, w, flag):
       if m is None:
@@ -124,9 +121,9 @@ def scale_by_lamb(
         # XLA from merging this with the descent's own decayed weight: merged,
         # it gets two consumers and is written to a parameter-sized
         # temporary (`benchmarks/option_split.py`: 1.5x Keras at 32M).
-        wb = jax.lax.optimization_barrier(w).astype(dt)
-        decayed = wb - (wb * weight_decay) * lr.astype(dt)
-        w32 = decayed if flag is True else jnp.where(flag, decayed, w32)
+        w32 = _weight_decay.decayed_weight(
+            jax.lax.optimization_barrier(w).astype(dt), flag, weight_decay,
+            lr.astype(dt))
       m32 = m32 + (g32 - m32) * one_minus_b1
       v32 = v32 + (jnp.square(g32) - v32) * one_minus_b2
       r = (m32 / (1.0 - b1_power).astype(dt)) / (

@@ -236,8 +236,8 @@ def _stepping_from_decayed_params(
       if flag is False or not _common.is_trainable(p):
         return p  # None, non-float or not decaying.
       w = p.astype(_common.compute_dtype(p.dtype))
-      w1 = w - (w * weight_decay) * lr.astype(w.dtype)
-      return w1 if flag is True else jnp.where(flag, w1, w)
+      return _weight_decay.decayed_weight(w, flag, weight_decay,
+                                          lr.astype(w.dtype))
 
     w1 = _common.tree_map(decayed, params, mask)
     return rule.update(updates, state, w1)
