@@ -295,12 +295,15 @@ def keras_optimizer(
 def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
   """The fused step with dense accumulation: see ``optax_suite.apply``.
 
-  One ``cond`` holds the update work (mean gradient, clip, rule, decay,
-  EMA, new parameters); its micro-step branch only advances the EMA and
-  returns the parameter buffers as they are (a micro-step on which an EMA
-  overwrite falls goes with the update branch). The accumulator is written
-  after the ``cond``, in place, as ``accumulate_gradients`` does. Every
-  number is computed as in ``update`` + ``apply_updates``.
+  One ``cond`` holds the update work (mean gradient, clip, rule, decay, new
+  parameters); its micro-step branch returns the parameter and slot buffers
+  as they are. The accumulator and the EMA are written after it, in place:
+  the EMA advances on every call from the parameters the ``cond`` returned
+  (on a micro-step, the unchanged ones: ``p + -0.0`` is ``p``), and an
+  overwrite is a second ``cond`` that writes the average into the
+  parameters only on the calls it falls on. Every number is computed as in
+  ``update`` + ``apply_updates``. (With the EMA inside the ``cond``, XLA
+  copied every average after it, on every call.)
   """
   def step(grads, state, params):
     grads, lr, scale = prepare(grads, state, params)
@@ -308,40 +311,29 @@ def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
     is_update = (acc_state.count + 1) % k == 0
 
     def update_branch(operands):
-      grads, acc, chain_state, ema_state, params = operands
+      grads, acc, chain_state, params = operands
       updates, chain_state = chain_transform(lr).update(
           _accumulation.mean_gradient(acc, grads, k), chain_state, params)
-      if average is not None:
-        updates, ema_state = average.update(updates, ema_state, params)
-      return (_apply.apply_updates(params, updates, ema_state), chain_state,
-              ema_state,
+      return (_apply.apply_updates(params, updates), chain_state,
               jnp.ones([], jnp.bool_))
 
-    def micro_branch(operands, write_params=False):
-      grads, acc, chain_state, ema_state, params = operands
-      if average is not None:
-        zeros = _common.tree_map(_common.identity_update, grads)
-        updates, ema_state = average.update(zeros, ema_state, params)
-        if write_params:  # An EMA overwrite falls on this micro-step.
-          params = _apply.apply_updates(params, updates, ema_state)
-      return params, chain_state, ema_state, jnp.zeros([], jnp.bool_)
+    def micro_branch(operands):  # First (false): XLA aliases what it passes.
+      _, _, chain_state, params = operands
+      return params, chain_state, jnp.zeros([], jnp.bool_)
 
-    # The branch that passes buffers through comes first (false): XLA then
-    # aliases them; in a later branch it copies them. So the micro-step that
-    # writes no parameter is the first branch, and a micro-step with an EMA
-    # overwrite sits with the update under the other one.
-    write = is_update
-    write_branch = update_branch
-    if average is not None and overwrite_frequency is not None:
-      overwrite = (state.ema.count // k + 1) % overwrite_frequency == 0
-      write = is_update | overwrite
-      write_branch = lambda ops: jax.lax.cond(
-          is_update, update_branch,
-          lambda ops: micro_branch(ops, write_params=True), ops)
-    params, chain_state, ema_state, reset = jax.lax.cond(
-        write, write_branch, micro_branch,
-        (grads, acc_state.accumulated, acc_state.inner_state, state.ema,
-         params))
+    params, chain_state, reset = jax.lax.cond(
+        is_update, update_branch, micro_branch,
+        (grads, acc_state.accumulated, acc_state.inner_state, params))
+
+    ema_state = state.ema
+    if average is not None:
+      zeros = _common.tree_map(_common.identity_update, params)
+      _, ema_state = average.update(zeros, ema_state, params)
+      if overwrite_frequency is not None:  # The overwrite lands exactly.
+        params = jax.lax.cond(
+            ema_state.overwritten,
+            lambda ops: _ema.land_on_overwritten_averages(*ops),
+            lambda ops: ops[1], (params, params, ema_state))
 
     def next_acc(acc, g):  # As in accumulate_gradients, after the cond.
       if acc is None:
