@@ -14,6 +14,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite._options import sparse as _sparse
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -154,10 +155,10 @@ def _in_dtype_of(updates: Any, grads: Any, params: Any) -> Any:
   # A row-sparse (BCOO) update of a lazy-rows optimizer is one leaf, kept
   # as it is (its rows are in the gradients' dtype already).
   def is_leaf(x):
-    return x is None or _common._is_bcoo(x)  # pylint: disable=protected-access
+    return x is None or _sparse.is_row_sparse(x)
 
   def maybe_sparse(u, g, p=None):
-    return u if _common._is_bcoo(u) else leaf(u, g, p)  # pylint: disable=protected-access
+    return u if _sparse.is_row_sparse(u) else leaf(u, g, p)
 
   if params is None:
     return jax.tree.map(maybe_sparse, updates, grads, is_leaf=is_leaf)
