@@ -5,8 +5,9 @@ contenders of ``bench.py``) on a tree of many small leaves and prints, for
 each: the top-level instructions of the compiled entry computation by opcode
 (each is a kernel launch or a buffer operation on XLA:CPU), the fusions per
 leaf, parameter-sized copies, temporary bytes from ``memory_analysis()``, and
-the median over interleaved rounds of the mean time of a call (4 calls: one
-accumulation cycle of ``ema_acc``).
+the median over interleaved rounds of the mean time of a call (12 calls
+with live, donated arguments: three accumulation cycles of ``ema_acc``),
+and the median and range of the per-round ratio ours/optax.
 
 Usage:
   python benchmarks/hlo_probe.py --leaves 1000 --size 1M --opts adamax \
@@ -53,18 +54,25 @@ def compile_step(maker, opt_name, cfg, params, grads):
   return compiled, time.perf_counter() - t0, init
 
 
-def time_calls(compiled, init, params, grads, calls):
-  """Mean time of `calls` consecutive calls after one warm-up call (with
-  `calls` = 4, one whole accumulation cycle of the `ema_acc` config)."""
-  p = jax.tree.map(lambda x: x.copy(), params)
-  s = init(p)
-  p, s = compiled(p, s, grads)
-  jax.block_until_ready(p)
-  t0 = time.perf_counter()
-  for _ in range(calls):
-    p, s = compiled(p, s, grads)
-  jax.block_until_ready(p)
-  return (time.perf_counter() - t0) / calls
+class Live:
+  """A compiled step with its live, donated arguments (as in bench.Runner):
+  no copy or re-initialization between timed calls."""
+
+  def __init__(self, compiled, init, params, grads):
+    self.compiled, self.grads = compiled, grads
+    self.p = jax.tree.map(lambda x: x.copy(), params)
+    self.s = init(self.p)
+    self.p, self.s = compiled(self.p, self.s, grads)  # Warm up.
+    jax.block_until_ready(self.p)
+
+  def time_calls(self, calls):
+    """Mean time of `calls` consecutive calls (a multiple of 4 covers whole
+    accumulation cycles of the `ema_acc` config)."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+      self.p, self.s = self.compiled(self.p, self.s, self.grads)
+    jax.block_until_ready(self.p)
+    return (time.perf_counter() - t0) / calls
 
 
 def main(argv=None):
@@ -74,7 +82,7 @@ def main(argv=None):
   ap.add_argument("--opts", default="adamax")
   ap.add_argument("--configs", default="clip_wd")
   ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--calls", type=int, default=4)
+  ap.add_argument("--calls", type=int, default=12)
   args = ap.parse_args(argv)
   params = bench.make_tree(args.leaves, bench.parse_size(args.size))
   grads = bench.make_tree(args.leaves, bench.parse_size(args.size), seed=1)
@@ -90,13 +98,16 @@ def main(argv=None):
             bench.CONTENDERS[who], opt_name, cfg, params, grads)
         ops = entry_ops(compiled.as_text())
         mem = compiled.memory_analysis()
-        rows[who] = dict(compiled=compiled, init=init, secs=secs, ops=ops,
-                         temp=mem.temp_size_in_bytes, times=[])
+        rows[who] = dict(live=Live(compiled, init, params, grads), secs=secs,
+                         ops=ops, temp=mem.temp_size_in_bytes, times=[])
       for _ in range(args.rounds):
         for who, row in rows.items():
-          row["times"].append(time_calls(row["compiled"], row["init"], params,
-                                       grads, args.calls))
-      print(f"\n{args.leaves} leaves, {args.size}, {opt_name} {cfg_name}")
+          row["times"].append(row["live"].time_calls(args.calls))
+      ratios = [a / b for a, b in zip(rows["ours"]["times"],
+                                      rows["optax"]["times"])]
+      print(f"\n{args.leaves} leaves, {args.size}, {opt_name} {cfg_name}: "
+            f"ours/optax median {statistics.median(ratios):.2f}x, rounds "
+            f"{min(ratios):.2f}-{max(ratios):.2f}x")
       for who, row in rows.items():
         ops = row["ops"]
         launches = sum(n for op, n in ops.items()

@@ -15,9 +15,16 @@ optimizer state donated:
 
 Contenders of one row are timed in interleaved rounds and each figure is the
 median per-call time over the rounds (the machine is shared: interleaving
-lets outside load hit them alike). Compile time and
+lets outside load hit them alike). The order of
+``--contenders`` matters for the lazy step at 1M-4M rows: measured right
+after Keras's step (which allocates and frees a table-sized temporary on
+every call) it took 28-83 ms in some rows, after optax's dense step or in a
+process of its own 4-7 ms; see SPARSE_RESULTS.md. Compile time and
 ``compiled.memory_analysis()`` (peak = arguments + outputs - aliased +
-temporaries; temp = XLA's scratch) come from the same compiled step.
+temporaries; temp = XLA's scratch) come from the same compiled step. Page
+faults per call are the process's minor faults (``getrusage``) over each
+contender's calls, median over rounds: memory the step touches that the
+kernel maps afresh.
 
 Usage:
   python benchmarks/sparse_bench.py --rows 100k,1M,4M --opts adam,adamax
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -126,12 +134,18 @@ def bench_rows(opt_name, rows, contenders, rounds, calls):
   for r in runners:  # Warm up.
     r.run(1)
     r.times.clear()
+  faults = {r.name: [] for r in runners}
   for _ in range(rounds):
     for r in runners:
+      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       r.run(calls)
+      faults[r.name].append(
+          (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls)
   return {r.name: dict(ms=1e3 * statistics.median(r.times),
                        compile_s=r.compile_s, peak_mb=r.peak_bytes / 2**20,
-                       temp_mb=r.temp_bytes / 2**20) for r in runners}
+                       temp_mb=r.temp_bytes / 2**20,
+                       faults=statistics.median(faults[r.name]))
+          for r in runners}
 
 
 def main(argv=None):
@@ -147,6 +161,7 @@ def main(argv=None):
   header = ("| rows | opt | " + " | ".join(f"{c} ms" for c in contenders)
             + " | dense/lazy | keras/lazy | compile s (" + "/".join(contenders)
             + ") | peak MB (" + "/".join(contenders) + ") | temp MB ("
+            + "/".join(contenders) + ") | page faults per call ("
             + "/".join(contenders) + ") |")
   lines = [header, "|" + "---|" * (header.count("|") - 1)]
   print(header, flush=True)
@@ -163,6 +178,8 @@ def main(argv=None):
               + "/".join(f"{res[c]['compile_s']:.2f}" for c in contenders)
               + " | " + "/".join(f"{res[c]['peak_mb']:.0f}" for c in contenders)
               + " | " + "/".join(f"{res[c]['temp_mb']:.1f}"
+                                 for c in contenders)
+              + " | " + "/".join(f"{res[c]['faults']:.0f}"
                                  for c in contenders) + " |")
       lines.append(line)
       print(line, flush=True)
