@@ -335,12 +335,7 @@ def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
             lambda ops: _ema.land_on_overwritten_averages(*ops),
             lambda ops: ops[1], (params, params, ema_state))
 
-    def next_acc(acc, g):  # As in accumulate_gradients, after the cond.
-      if acc is None:
-        return None
-      return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
-
-    acc = _common.tree_map(next_acc, acc_state.accumulated, grads)
+    acc = _accumulation.next_accumulator(acc_state.accumulated, grads, reset)
     inner = acc_state._replace(count=optax.safe_increment(acc_state.count),
                                accumulated=acc, inner_state=chain_state)
     return params, state._replace(

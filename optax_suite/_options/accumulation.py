@@ -92,24 +92,31 @@ def accumulate_gradients(
           lambda a, g: _common.identity_update(g), acc, grads)
       return zero, inner_state, jnp.zeros([], jnp.bool_)
 
-    # The accumulator is updated after the `cond`, in one elementwise pass
-    # that writes it in place; returned from the `cond`, it would be copied
-    # into its (donated) output buffer on every call. Taking the flag from
-    # the `cond` orders that pass after it, so the old accumulator needs no
-    # defensive copy either.
-    def next_acc(acc, g):
-      if acc is None:
-        return None
-      return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
-
     new_updates, inner_state, reset = jax.lax.cond(
         is_update, update_branch, micro_branch,
         (updates, state.accumulated, state.inner_state, params))
-    acc = _common.tree_map(next_acc, state.accumulated, updates)
+    acc = next_accumulator(state.accumulated, updates, reset)
     return new_updates, AccumulationState(
         optax.safe_increment(state.count), acc, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def next_accumulator(accumulated: Any, grads: Any, reset: chex.Array) -> Any:
+  """The accumulator after a call: zeros if ``reset``, else ``acc + g``.
+
+  Formed after the ``cond`` that returns ``reset``, in one elementwise pass
+  that writes the accumulator in place; returned from the ``cond`` it would
+  be copied into its (donated) output buffer on every call. Taking the flag
+  from the ``cond`` orders the pass after it, so the old accumulator needs
+  no defensive copy either. The fused step (``optax_suite.apply``) uses it
+  too.
+  """
+  def leaf(acc, g):
+    if acc is None:
+      return None
+    return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
+  return _common.tree_map(leaf, accumulated, grads)
 
 
 def mean_gradient(accumulated: Any, grads: Any, k: int) -> Any:
