@@ -348,6 +348,21 @@ def identity_update(g: Any) -> Any:
   return zero_update(g)
 
 
+def rounded_to(x: Any, dtype: Any) -> Any:
+  """``x`` (float32 or wider) rounded to the values of the narrower ``dtype``.
+
+  ``x.astype(dtype).astype(x.dtype)`` says the same, but XLA may drop such a
+  pair of conversions (it allows excess precision), so the rounding would
+  depend on how the program around it is fused. ``reduce_precision`` is
+  kept, and is a no-op on a value that is already of ``dtype``.
+  """
+  if jnp.dtype(dtype) == jnp.dtype(x.dtype):
+    return x
+  info = jnp.finfo(dtype)
+  return jax.lax.reduce_precision(x, exponent_bits=info.nexp,
+                                  mantissa_bits=info.nmant)
+
+
 def compute_dtype(dtype: Any) -> Any:
   """Updates are computed in float32 at least (float64 stays float64)."""
   return jnp.promote_types(dtype, jnp.float32)

@@ -106,7 +106,7 @@ def ema(
         return u, None
       dt = _common.compute_dtype(avg.dtype)
       mom = momentum.astype(dt)
-      new_p = (p + u).astype(p.dtype).astype(dt)
+      new_p = _common.rounded_to((p + u).astype(p.dtype).astype(dt), p.dtype)
       avg = (mom * avg.astype(dt) + (1 - mom) * new_p).astype(avg.dtype)
       if overwrite is not None:
         u = jnp.where(overwrite, _common.update_to(p, avg, u.dtype), u)
