@@ -223,3 +223,37 @@ def test_finalize_refuses_a_leaf_with_two_emas():
   params = {"w": jnp.ones(2)}
   with pytest.raises(ValueError, match=r"\['w'\] is averaged by two EMAs"):
     ox.finalize_variable_values(params, tx.init(params))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16],
+                         ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("kind", ["adam", "adamax", "sgd"])
+def test_low_precision_average_reads_the_stored_parameters(kind, dtype):
+  """Keras averages the variable as stored: over 30 jitted steps, the
+  average of a bfloat16/float16 parameter is, bit for bit,
+  round(m * avg + (1 - m) * p_new) with p_new the parameter *after* its
+  rounding to the dtype (m = 0 on the first step), computed in float32. An
+  `astype` round trip alone let XLA average the unrounded p + u."""
+  m = 0.8
+  opt = getattr(ox, kind)(0.05, use_ema=True, ema_momentum=m)
+  params = {"w": jnp.linspace(-1.3, 1.7, 24, dtype=jnp.float32)
+            .reshape(4, 6).astype(dtype)}
+
+  @jax.jit
+  def step(params, state, g):
+    updates, state = opt.update(g, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = opt.init(params)
+  rng = np.random.default_rng(3)
+  avg = None
+  for t in range(30):
+    g = {"w": jnp.asarray(rng.normal(size=(4, 6)), dtype)}
+    params, state = step(params, state, g)
+    p_new = np.asarray(params["w"], np.float32)
+    mom = np.float32(0.0 if t == 0 else m)
+    want = p_new if avg is None else (mom * avg + (np.float32(1) - mom)
+                                      * p_new)
+    avg = np.asarray(jnp.asarray(want, jnp.float32).astype(dtype), np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(state.ema.ema["w"], np.float32), avg)
