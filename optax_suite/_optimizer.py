@@ -47,10 +47,23 @@ class KerasOptimizerState(NamedTuple):
 
 
 class KerasOptimizer(optax.GradientTransformationExtraArgs):
-  """A ``GradientTransformationExtraArgs`` that also knows its Keras config.
+  """An optax ``(init, update)`` pair that also knows how it was built.
 
-  It is the ``(init, update)`` pair optax expects; ``config`` holds the
-  arguments it was built with (see :func:`optax_suite.get_config`).
+  It is the ``GradientTransformationExtraArgs`` optax expects, with its
+  other fields declared and given once, at construction; none can be set
+  afterwards. ``factory(**config)`` builds the same optimizer again.
+
+  Attributes:
+    config: the arguments it was built with (see
+      :func:`optax_suite.get_config`).
+    factory: the function that built it (``ox.adam``, ``ox.muon``,
+      ``ox.loss_scale_optimizer``, ...).
+    fused_step: ``(grads, state, params) -> (params, state)``, the step
+      :func:`optax_suite.apply` runs: the numbers of ``update`` then
+      :func:`optax_suite.apply_updates`, without the parameter work on a
+      gradient-accumulation micro-step.
+    assign: for :func:`optax_suite.multi_optimizer`, ``tree -> (labels,
+      {label: optimizer})``; None otherwise.
 
   Example:
     >>> import optax, optax_suite as ox
@@ -59,9 +72,64 @@ class KerasOptimizer(optax.GradientTransformationExtraArgs):
     True
     >>> opt.config['learning_rate'], opt.config['name']
     (0.01, 'adamax')
+    >>> opt.factory is ox.adamax
+    True
   """
   config: dict
   factory: Callable[..., Any]
+  fused_step: Callable[..., tuple]
+  assign: Optional[Callable[[Any], tuple]]
+
+  def __new__(cls, init: Callable[..., Any], update: Callable[..., Any], *,
+              config: dict, factory: Callable[..., Any],
+              fused_step: Callable[..., tuple],
+              assign: Optional[Callable[[Any], tuple]] = None):
+    self = super().__new__(cls, init, update)
+    for field, value in (("config", dict(config)), ("factory", factory),
+                         ("fused_step", fused_step), ("assign", assign)):
+      object.__setattr__(self, field, value)
+    return self
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    raise AttributeError(
+        f"A KerasOptimizer's fields are set at construction; cannot set "
+        f"{name!r}.")
+
+  def __getnewargs_ex__(self):  # copy and pickle keep every field.
+    return ((self.init, self.update), dict(
+        config=self.config, factory=self.factory,
+        fused_step=self.fused_step, assign=self.assign))
+
+
+def split_step(tx: optax.GradientTransformation) -> Callable[..., tuple]:
+  """``(grads, state, params) -> (params, state)``: ``update`` then
+  :func:`~optax_suite.apply_updates`, the step of any transformation."""
+  def step(grads, state, params):
+    updates, state = tx.update(grads, state, params)
+    return _apply.apply_updates(params, updates, state), state
+  return step
+
+
+def step_of(tx: optax.GradientTransformation) -> Callable[..., tuple]:
+  """The fused step of a :class:`KerasOptimizer`, else :func:`split_step`."""
+  if isinstance(tx, KerasOptimizer):
+    return tx.fused_step
+  return split_step(tx)
+
+
+def as_step_transform(
+    tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """``tx`` whose ``update`` returns the new parameters, not the updates.
+
+  For a wrapper that passes its inner transformation's updates through
+  (``optax.partition``, ``optax.inject_hyperparams``): given this in place
+  of ``tx``, the wrapper's ``update`` runs ``tx``'s fused step and returns
+  the new parameters, in its own state structure.
+  """
+  step = step_of(tx)
+  return optax.GradientTransformationExtraArgs(
+      tx.init, lambda grads, state, params=None, **extra: step(
+          grads, state, params))
 
 
 def check_base_arguments(
@@ -141,7 +209,7 @@ def keras_optimizer(
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
     weight_decay_mask: Any = None,
     lazy_rows: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+) -> KerasOptimizer:
   r"""Chains a Keras update rule with Keras's base optimizer options.
 
   One call of ``update`` does what one ``keras.Optimizer.apply`` does:
@@ -192,6 +260,32 @@ def keras_optimizer(
     >>> updates  # the gradient clipped to 0.5, then one Adamax step of lr
     Array([-0.09999996], dtype=float32)
   """
+  base = dict(
+      learning_rate=learning_rate, weight_decay=weight_decay,
+      clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+      use_ema=use_ema, ema_momentum=ema_momentum,
+      ema_overwrite_frequency=ema_overwrite_frequency,
+      loss_scale_factor=loss_scale_factor,
+      gradient_accumulation_steps=gradient_accumulation_steps,
+      exclude_from_weight_decay=exclude_from_weight_decay,
+      weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
+  init_fn, update_fn, fused_step = _assemble(scale_by_rule, **base)
+  return KerasOptimizer(
+      init_fn, update_fn, config=dict(base, scale_by_rule=scale_by_rule),
+      factory=keras_optimizer, fused_step=fused_step)
+
+
+def _assemble(
+    scale_by_rule, *, learning_rate, weight_decay, clipnorm, clipvalue,
+    global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
+    loss_scale_factor, gradient_accumulation_steps, exclude_from_weight_decay,
+    weight_decay_mask, lazy_rows, params_needed_for=(),
+) -> tuple:
+  """``(init, update, fused_step)`` of :func:`keras_optimizer`.
+
+  ``params_needed_for`` names what else (a rule's own weight decay) makes
+  ``update`` refuse ``params=None``, checked first.
+  """
   check_base_arguments(
       learning_rate=learning_rate, weight_decay=weight_decay,
       clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
@@ -225,8 +319,9 @@ def keras_optimizer(
   ) if use_ema else None
   if use_ema and lazy_rows:
     average = _sparse.lazy_rows(average)
-  needs_params = [n for n, on in (("weight decay", weight_decay is not None),
-                                  ("EMA (`use_ema=True`)", use_ema)) if on]
+  needs_params = list(params_needed_for) + [
+      n for n, on in (("weight decay", weight_decay is not None),
+                      ("EMA (`use_ema=True`)", use_ema)) if on]
 
   def static_scale():
     return jnp.asarray(
@@ -279,17 +374,14 @@ def keras_optimizer(
     return updates, KerasOptimizerState(
         optax.safe_increment(state.count), scale, inner, ema_state)
 
-  opt = KerasOptimizer(init_fn, update_fn)
-  def plain_step(grads, state, params):
-    updates, state = update_fn(grads, state, params)
-    return _apply.apply_updates(params, updates, state), state
-
   # With lazy rows a micro-step's update is already row-sparse (-0.0 rows).
-  opt.fused_step = plain_step if (
-      gradient_accumulation_steps is None or lazy_rows) else _fused_step(
-          prepare, chain_transform, gradient_accumulation_steps, average,
-          ema_overwrite_frequency)
-  return opt
+  if gradient_accumulation_steps is None or lazy_rows:
+    fused_step = split_step(optax.GradientTransformation(init_fn, update_fn))
+  else:
+    fused_step = _fused_step(prepare, chain_transform,
+                             gradient_accumulation_steps, average,
+                             ema_overwrite_frequency)
+  return init_fn, update_fn, fused_step
 
 
 def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
@@ -429,6 +521,11 @@ class KerasSpec:
     optional_slots: state fields the package may keep where the Keras
       optimizer has no variables; imported, they stay at their initial zeros
       (RMSprop's momentum slot, kept for an injected momentum of 0).
+    partial_slots: slot fields Keras adds to some variables only (Muon's
+      Adam-branch "velocity"); the state holds None for the others.
+    non_slots: state fields besides ``count`` that are not Keras variables;
+      imported, they keep their ``init`` value (a hyperparameter a state
+      carries for a helper).
     scalars: ``((keras variable name, state field), ...)``, scalar variables
       the rule's ``build`` adds after its slots (e.g. Nadam's ``u_product``).
     import_slots: optional ``{field: [value per Keras variable]} -> {field:
@@ -441,6 +538,8 @@ class KerasSpec:
   state_class: type
   slot_groups: Callable[[Any], list]
   optional_slots: tuple[str, ...] = ()
+  partial_slots: tuple[str, ...] = ()
+  non_slots: tuple[str, ...] = ()
   scalars: tuple[tuple[str, str], ...] = ()
   import_slots: Optional[Callable[[dict], dict]] = None
   # False for rules that mix the rows of a leaf (a per-leaf trust ratio,
@@ -449,24 +548,39 @@ class KerasSpec:
 
 
 # keras_optimizer's keyword arguments: the base options every factory passes on.
-BASE_ARGUMENTS = tuple(
-    p.name for p in inspect.signature(keras_optimizer).parameters
-    .values() if p.kind is p.KEYWORD_ONLY)
+BASE_DEFAULTS = {
+    p.name: p.default for p in inspect.signature(keras_optimizer).parameters
+    .values() if p.kind is p.KEYWORD_ONLY}
+BASE_ARGUMENTS = tuple(BASE_DEFAULTS)
 
 
-def build(factory, name, rule, arguments) -> KerasOptimizer:
-  """The optimizer ``factory(**arguments)``: ``rule`` with the base options."""
-  base = {k: arguments[k] for k in BASE_ARGUMENTS if k in arguments}
-  if base.get("lazy_rows"):
-    spec = getattr(inspect.getmodule(factory), "KERAS", None)
-    if spec is not None and not spec.row_separable:
-      raise ValueError(
-          f"`lazy_rows=True` is not supported by `{name}`: its update mixes "
-          "the rows of a parameter, so it cannot run on the touched rows "
-          "alone. Received: lazy_rows=True")
-  tx = keras_optimizer(rule, **base)
-  opt = KerasOptimizer(tx.init, tx.update)
-  opt.fused_step = tx.fused_step
-  opt.config = dict(arguments, name=arguments["name"] or name)
-  opt.factory = factory
-  return opt
+def build(spec: KerasSpec, name: str, rule, arguments: dict, *,
+          base: Optional[dict] = None,
+          params_needed_for: Sequence[str] = ()) -> KerasOptimizer:
+  """The optimizer ``spec.factory(**arguments)``: ``rule`` with the base
+  options.
+
+  Args:
+    spec: the factory's :class:`KerasSpec`.
+    name: the default ``name``.
+    rule: ``lr -> GradientTransformation``, the rule's step.
+    arguments: every argument of the factory, as the config keeps them.
+    base: base options that differ from ``arguments`` (a rule that decays
+      the weights itself passes ``weight_decay=None`` here).
+    params_needed_for: what in the rule makes ``update`` need ``params``.
+  """
+  options = {k: arguments.get(k, v) for k, v in BASE_DEFAULTS.items()}
+  if base:  # What the rule takes over is checked as given, all the same.
+    check_base_arguments(
+        **{k: v for k, v in options.items() if k != "use_ema"})
+    options.update(base)
+  if options.get("lazy_rows") and not spec.row_separable:
+    raise ValueError(
+        f"`lazy_rows=True` is not supported by `{name}`: its update mixes "
+        "the rows of a parameter, so it cannot run on the touched rows "
+        "alone. Received: lazy_rows=True")
+  init_fn, update_fn, fused_step = _assemble(
+      rule, params_needed_for=tuple(params_needed_for), **options)
+  config = dict(arguments, name=arguments["name"] or name)
+  return KerasOptimizer(init_fn, update_fn, config=config,
+                        factory=spec.factory, fused_step=fused_step)

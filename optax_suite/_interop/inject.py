@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
+from optax_suite import _optimizer
 
 # Arguments that are never numbers to inject: flags, structural integers,
 # names and weight-decay exclusions. `optax.inject_hyperparams` already keeps
@@ -93,8 +94,20 @@ def inject_hyperparams(
     lr = bound.arguments.get("learning_rate")
     if callable(lr) and _common.is_zero_arg_callable(lr):
       names.add("learning_rate")
-    return optax.inject_hyperparams(
-        factory, static_args=tuple(sorted(names)),
-        hyperparam_dtype=hyperparam_dtype)(*args, **kwargs)
+    inject = functools.partial(
+        optax.inject_hyperparams, static_args=tuple(sorted(names)),
+        hyperparam_dtype=hyperparam_dtype)
+    tx = inject(factory)(*args, **kwargs)
+    # The same injection over the factory's fused step: optax passes the
+    # inner `update`'s output through, here the new parameters.
+    stepping = inject(stepping_factory)(*args, **kwargs)
+    return _optimizer.KerasOptimizer(
+        tx.init, tx.update, config=dict(bound.arguments), factory=wrapped,
+        fused_step=lambda grads, state, params: stepping.update(
+            grads, state, params))
+
+  @functools.wraps(factory)
+  def stepping_factory(*args, **kwargs):
+    return _optimizer.as_step_transform(factory(*args, **kwargs))
 
   return wrapped

@@ -61,12 +61,15 @@ class _KerasVariables:
         keras_optimizer)
     spec = _rules.REGISTRY[type(keras_optimizer).__name__]
     scalars = spec.scalars
+    partial = spec.partial_slots
+    self.partial_slots = partial
+    self.non_slots = spec.non_slots
     self.k = keras_optimizer.gradient_accumulation_steps
-    # A field ending in "?" is a slot Keras adds to some variables only
-    # (Muon's Adam "velocity"): those groups are read by name, variable by
-    # variable, and only their required slots count here.
-    optional = any(f.endswith("?") for g in groups for _, f in g)
-    per_var = sum(not f.endswith("?") for g in groups for _, f in g) + bool(
+    # A partial slot is one Keras adds to some variables only (Muon's Adam
+    # "velocity"): its groups are read by name, variable by variable, and
+    # only their other slots count here.
+    optional = any(f in partial for g in groups for _, f in g)
+    per_var = sum(f not in partial for g in groups for _, f in g) + bool(
         keras_optimizer.use_ema) + bool(self.k)
     has_lr = len(values) - 1 - n_vars * per_var - len(scalars)
     if optional:
@@ -102,7 +105,7 @@ class _KerasVariables:
         take(n_vars, "gradient_accumulator") if self.k else None)
     self.slots = {}
     for group in groups:
-      if any(f.endswith("?") for _, f in group):
+      if any(f in self.partial_slots for _, f in group):
         pos = self._read_by_name(group, n_vars, names, values, pos)
         continue
       block = values[pos:pos + n_vars * len(group)]
@@ -126,15 +129,15 @@ class _KerasVariables:
           "the params the Keras optimizer was built for.")
 
   def _read_by_name(self, group, n_vars, names, values, pos):
-    """Reads a group variable by variable; "?" slots may be absent."""
+    """Reads a group variable by variable; partial slots may be absent."""
     for _, field in group:
-      self.slots[field.rstrip("?")] = []
+      self.slots[field] = []
     for _ in range(n_vars):
       for keras_name, field in group:
         if pos < len(names) and names[pos].endswith(keras_name):
-          self.slots[field.rstrip("?")].append(values[pos])
+          self.slots[field].append(values[pos])
           pos += 1
-        elif not field.endswith("?"):
+        elif field not in self.partial_slots:
           raise ValueError(
               f"Keras optimizer variable {names[pos:pos + 1]} is not a "
               f"{keras_name!r} slot where Keras's build puts one.")
@@ -183,7 +186,7 @@ def _chain_state(node: Any, kv: _KerasVariables, steps: int, found: list):
     fields = {}
     # Fields that are not Keras slots keep their `init` value (e.g. a
     # hyperparameter a state carries for a helper).
-    not_slots = ("count",) + tuple(getattr(node, "NOT_SLOTS", ()))
+    not_slots = ("count",) + kv.non_slots
     for field in node._fields:
       if field in not_slots:
         continue

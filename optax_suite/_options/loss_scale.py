@@ -230,6 +230,7 @@ def loss_scale_optimizer(
         "sets it to None).", UserWarning, stacklevel=2)
     warned = True
   period = int(dynamic_growth_steps)
+  inner_step = _optimizer.step_of(inner)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
@@ -267,11 +268,31 @@ def loss_scale_optimizer(
     return new_updates, LossScaleState(
         loss_scale.loss_scale, loss_scale.counter, inner_state)
 
-  opt = _optimizer.KerasOptimizer(init_fn, update_fn)  # For get_config.
-  opt.config = dict(inner=inner, initial_scale=initial_scale,
-                    dynamic_growth_steps=dynamic_growth_steps, name=name)
-  opt.factory = loss_scale_optimizer
-  return opt
+  def fused_step(grads, state, params):
+    """``update`` then ``apply_updates``, the inner optimizer's fused step
+    inside the ``cond``: a skipped step returns the parameters as they are."""
+    loss_scale = DynamicLossScale(state.scale, state.step_counter, period)
+    finite = all_finite(grads)
+
+    def skip(operands):  # First (false): XLA aliases what it passes.
+      _, inner_state, params = operands
+      return params, inner_state
+
+    def apply(operands):
+      grads, inner_state, params = operands
+      return inner_step(loss_scale.unscale(grads), inner_state, params)
+
+    params, inner_state = jax.lax.cond(
+        finite, apply, skip, (grads, state.inner_state, params))
+    loss_scale = loss_scale.adjust(finite)
+    return params, LossScaleState(
+        loss_scale.loss_scale, loss_scale.counter, inner_state)
+
+  return _optimizer.KerasOptimizer(
+      init_fn, update_fn, config=dict(
+          inner=inner, initial_scale=initial_scale,
+          dynamic_growth_steps=dynamic_growth_steps, name=name),
+      factory=loss_scale_optimizer, fused_step=fused_step)
 
 
 _PARTS = (optax.MaskedState, optax.transforms.PartitionState)

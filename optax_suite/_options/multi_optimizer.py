@@ -230,12 +230,23 @@ def multi_optimizer(
     return updates, MultiOptimizerState(optax.safe_increment(state.count),
                                         inner)
 
-  opt = _optimizer.KerasOptimizer(init_fn, update_fn)
-  opt.config = dict(optimizer_map=optimizer_map,
-                    loss_scale_factor=loss_scale_factor,
-                    name=name or "multi_optimizer")
-  opt.factory = multi_optimizer
-  # (labels tree, {label: optimizer}) for a tree: Keras state import uses it.
-  opt.assign = lambda tree: _assign(optimizer_map, tree, loss_scale_factor,
-                                    known)
-  return opt
+  def fused_step(grads, state, params):
+    """Each optimizer's fused step on its own leaves, in ``optax.partition``'s
+    state: the partition passes the new parameters through as updates."""
+    _common.check_same_structure(grads, params)
+    labels, transforms = assign(grads)
+    steps = {label: _optimizer.as_step_transform(tx)
+             for label, tx in transforms.items()}
+    params, inner = optax.partition(steps, labels).update(
+        grads, state.inner, params)
+    return params, MultiOptimizerState(optax.safe_increment(state.count),
+                                       inner)
+
+  def assign(tree):  # (labels tree, {label: optimizer}) for a tree.
+    return _assign(optimizer_map, tree, loss_scale_factor, known)
+
+  return _optimizer.KerasOptimizer(
+      init_fn, update_fn, config=dict(
+          optimizer_map=optimizer_map, loss_scale_factor=loss_scale_factor,
+          name=name or "multi_optimizer"),
+      factory=multi_optimizer, fused_step=fused_step, assign=assign)

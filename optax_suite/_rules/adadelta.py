@@ -147,7 +147,7 @@ def adadelta(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adadelta(lr, rho, epsilon)
-  return _optimizer.build(adadelta, "adadelta", rule, arguments)
+  return _optimizer.build(KERAS, "adadelta", rule, arguments)
 
 
 def _keras_slots(keras_optimizer):

@@ -233,7 +233,7 @@ def adafactor(
         weight_decay, lr, weight_decay_mask=weight_decay_mask,
         exclude_from_weight_decay=exclude_from_weight_decay)
 
-  return _optimizer.build(adafactor, "adafactor", rule, arguments)
+  return _optimizer.build(KERAS, "adafactor", rule, arguments)
 
 
 def _import_slots(slots: dict) -> dict:

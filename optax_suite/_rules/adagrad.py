@@ -151,7 +151,7 @@ def adagrad(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adagrad(lr, initial_accumulator_value, epsilon)
-  return _optimizer.build(adagrad, "adagrad", rule, arguments)
+  return _optimizer.build(KERAS, "adagrad", rule, arguments)
 
 
 KERAS = _optimizer.KerasSpec(

@@ -172,7 +172,7 @@ def adam(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adam(lr, beta_1, beta_2, epsilon, amsgrad)
-  return _optimizer.build(adam, "adam", rule, arguments)
+  return _optimizer.build(KERAS, "adam", rule, arguments)
 
 
 def _keras_slots(keras_optimizer):

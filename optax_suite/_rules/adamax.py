@@ -157,7 +157,7 @@ def adamax(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_adamax(lr, beta_1, beta_2, epsilon)
-  return _optimizer.build(adamax, "adamax", rule, arguments)
+  return _optimizer.build(KERAS, "adamax", rule, arguments)
 
 
 def _keras_slots(keras_optimizer):

@@ -65,7 +65,7 @@ def adamw(
         "Argument `weight_decay` must be a float. Received: weight_decay=None")
   arguments = dict(locals())
   rule = lambda lr: _adam.scale_by_adam(lr, beta_1, beta_2, epsilon, amsgrad)
-  return _optimizer.build(adamw, "adam_w", rule, arguments)
+  return _optimizer.build(KERAS, "adam_w", rule, arguments)
 
 
 KERAS = _optimizer.KerasSpec(

@@ -248,7 +248,7 @@ def ftrl(
         weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
         exclude_from_weight_decay=exclude_from_weight_decay)
 
-  return _optimizer.build(ftrl, "ftrl", rule, arguments)
+  return _optimizer.build(KERAS, "ftrl", rule, arguments)
 
 
 KERAS = _optimizer.KerasSpec(

@@ -194,7 +194,7 @@ def lamb(
       lr, beta_1, beta_2, epsilon, weight_decay=weight_decay,
       weight_decay_mask=weight_decay_mask,
       exclude_from_weight_decay=exclude_from_weight_decay)
-  return _optimizer.build(lamb, "lamb", rule, arguments)
+  return _optimizer.build(KERAS, "lamb", rule, arguments)
 
 
 KERAS = _optimizer.KerasSpec(

@@ -146,7 +146,7 @@ def lion(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_lion(lr, beta_1, beta_2)
-  return _optimizer.build(lion, "lion", rule, arguments)
+  return _optimizer.build(KERAS, "lion", rule, arguments)
 
 
 KERAS = _optimizer.KerasSpec(

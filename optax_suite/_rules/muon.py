@@ -3,7 +3,6 @@ Keras's Adam branch for every other leaf."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from typing import Any, NamedTuple, Optional, Sequence
@@ -375,9 +374,8 @@ def muon(
     Array([0.900001, 1.099999], dtype=float32)
   """
   arguments = dict(locals())
-  _optimizer.check_base_arguments(**{
-      k: arguments[k] for k in inspect.signature(
-          _optimizer.check_base_arguments).parameters})
+  # Keras keeps `exclude_layers or []`, and writes [] in its config.
+  arguments["exclude_layers"] = list(exclude_layers or [])
   if adam_weight_decay is not None:
     _common.check_non_negative("adam_weight_decay", adam_weight_decay)
   route_args = (exclude_layers, exclude_embeddings)
@@ -392,29 +390,19 @@ def muon(
 
   # The decay is the rule's (two rates by branch), so the base chain gets
   # none; the config keeps every argument as given.
-  opt = _optimizer.build(muon, "muon", rule, dict(
-      arguments, weight_decay=None, exclude_from_weight_decay=None,
-      weight_decay_mask=None))
-  if weight_decay is not None or adam_weight_decay is not None:
-    update = opt.update
-
-    def checked_update(updates, state, params=None, **extra_args):
-      _common.check_params(params, "weight decay")  # Before EMA's check.
-      return update(updates, state, params, **extra_args)
-
-    opt = _optimizer.KerasOptimizer(opt.init, checked_update)
-    opt.factory = muon
-  # Keras keeps `exclude_layers or []`, and writes [] in its config.
-  opt.config = dict(arguments, name=name or "muon",
-                    exclude_layers=list(exclude_layers or []))
-  return opt
+  decays = weight_decay is not None or adam_weight_decay is not None
+  return _optimizer.build(
+      KERAS, "muon", rule, arguments,
+      base=dict(weight_decay=None, exclude_from_weight_decay=None,
+                weight_decay_mask=None),
+      params_needed_for=("weight decay",) if decays else ())
 
 
 def _keras_slots(keras_optimizer):
   # Keras adds, variable by variable, a "momentum" and, on Adam-branch
   # variables only, a "velocity": `nu` is None on the others.
   del keras_optimizer
-  return [[("momentum", "mu"), ("velocity", "nu?")]]
+  return [[("momentum", "mu"), ("velocity", "nu")]]
 
 
 KERAS = _optimizer.KerasSpec(
@@ -424,4 +412,5 @@ KERAS = _optimizer.KerasSpec(
               "ns_steps", "nesterov", "exclude_embeddings",
               "adam_weight_decay", "rms_rate"),
     state_class=ScaleByMuonState, slot_groups=_keras_slots,
+    partial_slots=("nu",),
     row_separable=False)

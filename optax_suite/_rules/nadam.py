@@ -167,7 +167,7 @@ def nadam(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_nadam(lr, beta_1, beta_2, epsilon)
-  return _optimizer.build(nadam, "nadam", rule, arguments)
+  return _optimizer.build(KERAS, "nadam", rule, arguments)
 
 
 KERAS = _optimizer.KerasSpec(

@@ -196,7 +196,7 @@ def rmsprop(
   arguments = dict(locals())
   rule = lambda lr: scale_by_rmsprop(
       lr, rho, momentum, epsilon, centered)
-  return _optimizer.build(rmsprop, "rmsprop", rule, arguments)
+  return _optimizer.build(KERAS, "rmsprop", rule, arguments)
 
 
 def _keras_slots(keras_optimizer):

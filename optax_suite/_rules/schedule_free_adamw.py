@@ -35,8 +35,8 @@ class ScaleByScheduleFreeAdamwState(NamedTuple):
   momentum: optax.Updates  # like params (slot dtype), Keras's `z`.
   velocity: optax.Updates  # like params (slot dtype), second moment.
   beta_1: chex.Array  # float32 [], the interpolation, for the eval point.
-  # Not Keras slots: `state_from_keras` keeps these at their `init` value.
-  NOT_SLOTS = ("beta_1",)  # type: ignore[misc]  # a class constant
+  # `beta_1` is no Keras slot: `state_from_keras` keeps its `init` value
+  # (KERAS.non_slots).
 
 
 def _check_beta_1(beta_1: Any) -> None:
@@ -299,13 +299,13 @@ def schedule_free_adamw(
   rule = lambda lr: _stepping_from_decayed_params(
       scale_by_schedule_free_adamw(lr, beta_1, beta_2, epsilon, warmup_steps),
       weight_decay, lr, weight_decay_mask, exclude_from_weight_decay)
-  return _optimizer.build(schedule_free_adamw, "schedule_free_adam_w", rule,
+  return _optimizer.build(KERAS, "schedule_free_adam_w", rule,
                           arguments)
 
 
 KERAS = _optimizer.KerasSpec(
     class_name="ScheduleFreeAdamW", factory=schedule_free_adamw,
     own_keys=("beta_1", "beta_2", "epsilon", "warmup_steps"),
-    state_class=ScaleByScheduleFreeAdamwState,
+    state_class=ScaleByScheduleFreeAdamwState, non_slots=("beta_1",),
     slot_groups=lambda keras_optimizer: [
         [("momentum", "momentum"), ("velocity", "velocity")]])

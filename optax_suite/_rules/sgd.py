@@ -163,7 +163,7 @@ def sgd(
   """
   arguments = dict(locals())
   rule = lambda lr: scale_by_sgd(lr, momentum, nesterov)
-  return _optimizer.build(sgd, "sgd", rule, arguments)
+  return _optimizer.build(KERAS, "sgd", rule, arguments)
 
 
 def _keras_slots(keras_optimizer):
