@@ -28,12 +28,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+import optax_suite._rules  # noqa: E402,F401
 
 K = 4
-FACTORIES = sorted(
-    name for name in ox.__all__
-    if name.islower() and getattr(getattr(ox, name), "__module__", "")
-    .startswith("optax_suite._rules.") and not name.startswith("scale_by"))
+FACTORIES = sorted(spec.factory.__name__
+                   for spec in ox._rules.REGISTRY.values())  # noqa: SLF001
 WRAPPERS = {
     "direct": lambda opt: opt,
     "loss_scale": ox.loss_scale_optimizer,
