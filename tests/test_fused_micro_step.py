@@ -199,3 +199,47 @@ def test_every_wrapper_is_a_keras_optimizer_that_rebuilds_from_its_config(
     params = b
   chex_equal = jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)
   assert all(jax.tree.leaves(chex_equal))
+
+
+def _copies(jitted, *args, size):
+  compiled = jitted.lower(*args).compile()
+  hlo = compiled.as_text()
+  assert hlo.count(f"f32[{size}]") > 10  # The probe sees the leaves.
+  return hlo.count(f"f32[{size}]{{0}} copy("), compiled
+
+
+@pytest.mark.parametrize("kind", ["adam", "muon", "sgd"])
+@pytest.mark.parametrize("extra", [{}, {"gradient_accumulation_steps": 4},
+                                   {"use_ema": True}])
+def test_the_pair_form_jitted_as_documented_copies_no_parameter(kind, extra):
+  """``jax.jit(functools.partial(ox.apply, opt), donate_argnums=1)`` on
+  ``(params, state)`` (the README's and the docstring's form) aliases each
+  donated buffer with its own output: the compiled step copies no
+  parameter-sized buffer and gives the numbers of the earlier form. The
+  earlier form jitted the same way (``donate_argnums=(1, 2)`` on ``state,
+  params``) pairs parameters with slots, and XLA copies them."""
+  import functools
+  size = 4099  # A size no other buffer of the step has.
+  params = {f"p{i}": jnp.full((size,), 0.5 + i) for i in range(4)}
+  grads = jax.tree.map(lambda p: jnp.cos(p) * 0.1, params)
+  opt = getattr(ox, kind)(**extra)
+  state = opt.init(params)
+  pair = jax.jit(functools.partial(ox.apply, opt), donate_argnums=1)
+  copies, _ = _copies(pair, grads, (params, state), size=size)
+  assert copies == 0
+  legacy = jax.jit(functools.partial(ox.apply, opt), donate_argnums=(1, 2))
+  legacy_copies, _ = _copies(legacy, grads, state, params, size=size)
+  if any(jnp.shape(x) == (size,) for x in jax.tree.leaves(state)):
+    assert legacy_copies > 0  # Slots of a parameter's shape: mispaired.
+  print(f"{kind} {extra}: copies {legacy_copies} -> {copies}")
+  want = jax.jit(lambda g, s, p: ox.apply(opt, g, s, p))(grads, state, params)
+  got = pair(grads, (params, state))
+  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), want, got)
+  assert all(jax.tree.leaves(same))
+
+
+def test_the_pair_form_refuses_anything_but_a_pair():
+  opt = ox.adam()
+  params = {"w": jnp.ones(2)}
+  with pytest.raises(ValueError, match="params_and_state"):
+    ox.apply(opt, params, opt.init(params))

@@ -83,9 +83,12 @@ def apply_updates(params: optax.Params, updates: optax.Updates,
   return _ema.land_on_overwritten_averages(params, new_params, state)
 
 
+_LEGACY = object()  # `params` not given: the (params, state) pair form.
+
+
 def apply(opt: optax.GradientTransformation, grads: optax.Updates,
-          state: optax.OptState, params: optax.Params) -> tuple:
-  """One optimizer step: ``params, state = apply(opt, grads, state, params)``.
+          params_and_state: Any, params: Any = _LEGACY) -> tuple:
+  """One optimizer step: ``params, state = apply(opt, grads, (params, state))``.
 
   The numbers are those of ``opt.update`` followed by :func:`apply_updates`
   (bit for bit, except that with dense gradient accumulation XLA may round
@@ -98,18 +101,23 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
   * with ``lazy_rows=True`` a row-sparse gradient reads and writes only its
     rows of the table and of each slot.
 
-  Jit the step with ``params`` and ``state`` donated so that buffers are
-  updated in place, and take them in the order this returns them,
-  ``step(params, state, ...)``: JAX pairs each output with the first donated
-  input of its shape, so ``(state, params)`` in would pair the parameters
-  with slot buffers and force copies. Any other ``GradientTransformation``
+  The step takes and returns one ``(params, state)`` pair, so that jitting
+  it with the pair donated updates every buffer in place:
+  ``jax.jit(functools.partial(ox.apply, opt), donate_argnums=1)``. (JAX
+  pairs each output with the first donated input of its shape and dtype;
+  inputs in another order than the outputs pair parameters with slot
+  buffers, and XLA copies them.) The earlier form ``apply(opt, grads,
+  state, params)`` still works and returns ``(params, state)``; jit it with
+  the arguments taken in that order (``step(params, state, grads)``). It
+  will be removed in a later release. Any other ``GradientTransformation``
   runs as ``update`` then :func:`apply_updates`.
 
   Args:
     opt: the optimizer (e.g. ``ox.adam(...)``).
     grads: the gradients, like ``params`` (leaves may be row-sparse).
-    state: ``opt``'s state.
-    params: the parameters.
+    params_and_state: ``(params, state)``: the parameters and ``opt``'s state.
+      (In the earlier form, ``opt``'s state.)
+    params: the earlier form's parameters; leave it out.
 
   Returns:
     ``(new_params, new_state)``.
@@ -117,16 +125,23 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
   Example:
     >>> import functools, jax, jax.numpy as jnp, optax_suite as ox
     >>> opt = ox.adam(learning_rate=0.1, gradient_accumulation_steps=2)
-    >>> @functools.partial(jax.jit, donate_argnums=(0, 1))
-    ... def step(params, state, grads):
-    ...   return ox.apply(opt, grads, state, params)
+    >>> step = jax.jit(functools.partial(ox.apply, opt), donate_argnums=1)
     >>> params = {'w': jnp.array([1.0, -1.0])}
     >>> state = opt.init(params)
     >>> for g in ([1.0, 0.0], [3.0, 0.0]):
-    ...   params, state = step(params, state, {'w': jnp.array(g)})
+    ...   params, state = step({'w': jnp.array(g)}, (params, state))
     >>> params['w']
     Array([ 0.9000008, -1.       ], dtype=float32)
   """
+  if params is _LEGACY:
+    if not (isinstance(params_and_state, tuple)
+            and len(params_and_state) == 2):
+      raise ValueError(
+          "`params_and_state` must be the pair (params, state). Received: "
+          f"params_and_state of type {type(params_and_state).__name__}")
+    params, state = params_and_state
+  else:
+    state = params_and_state
   fused = getattr(opt, "fused_step", None)
   if fused is not None:
     return fused(grads, state, params)
