@@ -21,15 +21,15 @@ import pytest
 
 import optax_suite as ox
 from catalog import KINDS
+from helpers import keras_ls_trajectory
+from helpers import ours_ls_trajectory
+from helpers import poison
 from keras_oracle import assert_trajectories_match
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import max_deviation
 from keras_oracle import ours_trajectory
 from keras_oracle import varied_grads
-from test_loss_scale import keras_ls_trajectory
-from test_loss_scale import ours_ls_trajectory
-from test_loss_scale import poison
 
 FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
              "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,

@@ -13,15 +13,16 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import keras
 import numpy as np
 import optax
 import pytest
 
 import optax_suite as ox
-from keras_oracle import KERAS_CLASSES
+from helpers import hostile_grads
+from helpers import keras_ls_trajectory
+from helpers import ours_ls_trajectory
+from helpers import poison
 from keras_oracle import assert_trajectories_match
-from keras_oracle import build_keras
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import max_deviation
@@ -34,62 +35,6 @@ FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
              "adagrad": ox.adagrad, "nadam": ox.nadam,
              "lamb": ox.lamb,
              "ftrl": ox.ftrl, "adafactor": ox.adafactor}
-
-
-def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
-  """Params and dynamic scale after each step of Keras's LossScaleOptimizer."""
-  inner = KERAS_CLASSES[kind](**kw)
-  opt = keras.optimizers.LossScaleOptimizer(
-      inner, initial_scale=initial_scale, dynamic_growth_steps=growth)
-  opt, variables = build_keras(opt, params)
-  idx = [i for i, v in enumerate(opt.variables) if v is opt.dynamic_scale][0]
-  treedef = jax.tree.structure(params)
-
-  @jax.jit
-  def step(opt_vars, train_vars, grads):
-    return opt.stateless_apply(opt_vars, grads, train_vars)
-
-  train_vars = [v.value for v in variables]
-  opt_vars = [v.value for v in opt.variables]
-  out, scales = [], []
-  for grads in grads_seq:
-    train_vars, opt_vars = step(opt_vars, train_vars, jax.tree.leaves(grads))
-    out.append(jax.tree.unflatten(treedef, [np.asarray(v) for v in train_vars]))
-    scales.append(float(opt_vars[idx]))
-  return out, scales
-
-
-def ours_ls_trajectory(opt, params, grads_seq):
-  """Params and scale after each step of our optimizer, one jit for all."""
-  state = opt.init(params)
-
-  @jax.jit
-  def step(params, state, grads):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  out, scales = [], []
-  for grads in grads_seq:
-    params, state = step(params, state, grads)
-    out.append(jax.tree.map(np.asarray, params))
-    scales.append(float(state.scale))
-  return out, scales, state
-
-
-def poison(grads, value, leaf_index=0):
-  """`grads` with one element of one leaf set to `value` (inf or nan)."""
-  leaves, treedef = jax.tree.flatten(grads)
-  g = leaves[leaf_index]
-  leaves[leaf_index] = g.at[(0,) * g.ndim].set(value)
-  return jax.tree.unflatten(treedef, leaves)
-
-
-def hostile_grads(params, steps, bad_steps, seed=0, scale=100.0):
-  """Varied (scaled-looking) gradients with inf/nan at `bad_steps`."""
-  seq = varied_grads(params, steps, seed=seed, scale=scale)
-  for i, t in enumerate(bad_steps):
-    seq[t] = poison(seq[t], np.inf if i % 2 else np.nan, leaf_index=i % 4)
-  return seq
 
 
 @pytest.mark.parametrize("kind,kwargs,growth,initial", [
