@@ -18,6 +18,8 @@ import optax
 import pytest
 
 import optax_suite as ox
+from catalog import CATALOG
+from catalog import KINDS
 from helpers import hostile_grads
 from helpers import keras_ls_trajectory
 from helpers import ours_ls_trajectory
@@ -28,59 +30,34 @@ from keras_oracle import make_params
 from keras_oracle import max_deviation
 from keras_oracle import varied_grads
 
-FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "rmsprop": ox.rmsprop,
-             "adadelta": ox.adadelta, "sgd": ox.sgd, "adamw": ox.adamw,
-             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
-             "muon": ox.muon,
-             "adagrad": ox.adagrad, "nadam": ox.nadam,
-             "lamb": ox.lamb,
-             "ftrl": ox.ftrl, "adafactor": ox.adafactor}
+FACTORIES = {kind: getattr(ox, kind) for kind in KINDS}
 
 
-@pytest.mark.parametrize("kind,kwargs,growth,initial", [
-    # Accumulation and EMA overwrite inside, NaN/Inf steps mixed in.
-    ("adam", dict(learning_rate=0.01, gradient_accumulation_steps=2,
-                  use_ema=True, ema_overwrite_frequency=3), 3, 2.0**4),
-    ("adamax", dict(learning_rate=0.02, gradient_accumulation_steps=3,
-                    use_ema=True, weight_decay=0.01), 3, 2.0**10),
-    ("rmsprop", dict(learning_rate=0.01, momentum=0.5, centered=True,
-                     use_ema=True, ema_momentum=0.9,
-                     gradient_accumulation_steps=2, global_clipnorm=5.0),
-     3, 2.0**15),
-    ("sgd", dict(learning_rate=0.02, momentum=0.9, nesterov=True,
-                 gradient_accumulation_steps=2, use_ema=True,
-                 weight_decay=0.01), 3, 2.0**8),
-    ("adamw", dict(learning_rate=0.01, amsgrad=True, weight_decay=0.05,
-                   gradient_accumulation_steps=3, use_ema=True,
-                   ema_overwrite_frequency=4), 3, 2.0**6),
-    ("lion", dict(learning_rate=0.01, beta_1=0.5, weight_decay=0.1,
-                  clipnorm=1.0, gradient_accumulation_steps=2), 3, 2.0**12),
-    ("schedule_free_adamw", dict(learning_rate=0.01, warmup_steps=4,
-                                 weight_decay=0.05, use_ema=True,
-                                 gradient_accumulation_steps=2), 3, 2.0**10),
-    ("muon", dict(learning_rate=0.02, gradient_accumulation_steps=2,
-                  use_ema=True, weight_decay=0.05, adam_weight_decay=0.02),
-     3, 2.0**8),
-    ("adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.5,
-                     gradient_accumulation_steps=2, use_ema=True,
-                     ema_overwrite_frequency=4, weight_decay=0.02),
-     3, 2.0**8),
-    ("lamb", dict(learning_rate=0.01, weight_decay=0.05,
-                  gradient_accumulation_steps=2, use_ema=True,
-                  ema_overwrite_frequency=5, global_clipnorm=3.0), 3, 2.0**6),
-    ("ftrl", dict(learning_rate=0.05, l1_regularization_strength=0.01,
-                  beta=0.2, gradient_accumulation_steps=2, use_ema=True,
-                  ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8),
-    ("adafactor", dict(learning_rate=0.05, clip_threshold=0.5,
-                       gradient_accumulation_steps=3, use_ema=True,
-                       global_clipnorm=2.0, weight_decay=0.01), 3, 2.0**12),
-])
-def test_matches_keras_with_non_finite_steps(kind, kwargs, growth, initial):
+def _loss_scale_run(kind):
+  """The catalog's options, growth and initial scale for `kind`'s run (a
+  default with accumulation, EMA and decay for an entry without one)."""
+  run = CATALOG[kind].loss_scale_run
+  if run is None:
+    lr = CATALOG[kind].parity_learning_rate or 0.01
+    run = (dict(learning_rate=lr, gradient_accumulation_steps=2, use_ema=True,
+                weight_decay=0.01), 3, 2.0**8)
+  return run
+
+
+# Every optimizer whose slots Keras's LossScaleOptimizer keeps (Nadam's own
+# test is below); accumulation and EMA overwrite inside, NaN/Inf steps mixed
+# in.
+LS_KINDS = [k for k in KINDS if CATALOG[k].keras_loss_scale_keeps_state]
+
+
+@pytest.mark.parametrize("kind", LS_KINDS)
+def test_matches_keras_with_non_finite_steps(kind):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.
 
   The bad steps come singly and in runs (scale halves repeatedly); the runs
   of finite steps in between are longer than `growth` (scale doubles).
   """
+  kwargs, growth, initial = _loss_scale_run(kind)
   params = make_params()
   grads = hostile_grads(params, 40, bad_steps=(5, 6, 13, 14, 15, 20, 33))
   want, want_scale = keras_ls_trajectory(
