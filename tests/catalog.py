@@ -26,6 +26,41 @@ class Entry:
   random_own: Callable[[Any], dict] = lambda rng: {}
   # Learning rates the random configurations draw from.
   learning_rates: tuple = (1e-3, 0.01, 0.05)
+  # Own arguments' invalid values, ((argument, (bad values...)), ...): each
+  # fails at construction naming `argument=value` (tests/test_bad_input.py).
+  bad_own: tuple = ()
+  # Own arguments at the closed ends of their intervals: all accepted.
+  edge_own: dict = dataclasses.field(default_factory=dict)
+  # (options, dynamic_growth_steps, initial_scale) of the loss-scaling run
+  # against Keras's LossScaleOptimizer with non-finite steps
+  # (tests/test_loss_scale.py).
+  loss_scale_run: Any = None
+  # Keras's LossScaleOptimizer keeps every slot of the rule across its
+  # `stateless_apply` (False for Nadam: its `u_product` is not among the
+  # LossScaleOptimizer's variables, so Keras restarts it at 1 on each step
+  # and is no oracle there; test_loss_scale.py checks Nadam on its own).
+  keras_loss_scale_keeps_state: bool = True
+  # The update of a row depends on that row only, so `lazy_rows=True` is
+  # accepted (False: a per-leaf trust ratio, factored moments or an
+  # orthogonalization mix a leaf's rows; the factory refuses lazy_rows).
+  row_separable: bool = True
+  # With dense gradient accumulation, `ox.apply`'s fused step (the update
+  # inside a `cond`) gives `update` + `apply_updates`'s bits exactly, as
+  # measured (tests/test_apply.py); False: XLA fuses the rule's arithmetic
+  # differently there, within 2 ulps.
+  fused_accumulation_bit_exact: bool = False
+  # The step is scaled by the parameter's norm (a trust ratio): a parameter
+  # at ~0 stays at ~0 whatever its gradient.
+  trust_ratio: bool = False
+  # Finite gradients keep the parameters and state finite. False for
+  # Adafactor: an all-zero gradient of a factored leaf gives 0/0 in its
+  # second-moment estimate, and Keras's Adafactor turns NaN on the same run
+  # (tests/test_properties.py checks that it still does).
+  finite_on_finite_gradients: bool = True
+
+
+NAN, INF = float("nan"), float("inf")
+EPSILON_BAD = ("epsilon", (-1e-7, NAN, INF, "1e-7"))
 
 
 def _adam_like(rng):
@@ -37,17 +72,29 @@ def _adam_like(rng):
 CATALOG: dict[str, Entry] = {
     "adam": Entry(
         "Adam",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("beta_1", (-0.1, 1.0, 1.5, NAN)), ("beta_2", (-0.1, 1.0, NAN)), EPSILON_BAD),
+        edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.01, gradient_accumulation_steps=2, use_ema=True, ema_overwrite_frequency=3), 3, 2.0**4),
         own=(dict(learning_rate=0.01), dict(amsgrad=True, learning_rate=0.02),
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3)),
         random_own=lambda rng: dict(_adam_like(rng),
                                     amsgrad=bool(rng.random() < 0.5))),
     "adamax": Entry(
         "Adamax",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("beta_1", (-0.1, 1.0, NAN)), ("beta_2", (-1e-3, 1.0, INF)), EPSILON_BAD),
+        edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.02, gradient_accumulation_steps=3, use_ema=True, weight_decay=0.01), 3, 2.0**10),
         own=(dict(learning_rate=0.02),
              dict(beta_1=0.0, beta_2=0.5, epsilon=1e-4)),
         random_own=_adam_like),
     "adadelta": Entry(
-        "Adadelta", parity_learning_rate=1.0,
+        "Adadelta",
+        bad_own=(("rho", (-0.1, 1.0, NAN)), EPSILON_BAD),
+        edge_own=dict(rho=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=1.0, rho=0.9, clipvalue=1.0, gradient_accumulation_steps=2, use_ema=True, ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8),
+        parity_learning_rate=1.0,
         own=(dict(learning_rate=1.0),
              dict(learning_rate=0.5, rho=0.5, epsilon=1e-5)),
         random_own=lambda rng: dict(
@@ -56,6 +103,9 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(0.5, 1.0)),
     "rmsprop": Entry(
         "RMSprop",
+        bad_own=(("rho", (-0.1, 1.0, NAN)), ("momentum", (-0.5, 1.0, INF)), EPSILON_BAD),
+        edge_own=dict(rho=0.0, momentum=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.01, momentum=0.5, centered=True, use_ema=True, ema_momentum=0.9, gradient_accumulation_steps=2, global_clipnorm=5.0), 3, 2.0**15),
         own=(dict(learning_rate=0.01), dict(momentum=0.9),
              dict(centered=True, rho=0.8),
              dict(momentum=0.5, centered=True, epsilon=1e-3)),
@@ -66,6 +116,9 @@ CATALOG: dict[str, Entry] = {
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
     "sgd": Entry(
         "SGD",
+        bad_own=(("momentum", (-0.5, 1.01, NAN, INF, "0.9")),),
+        edge_own=dict(momentum=1.0, nesterov=True),
+        loss_scale_run=(dict(learning_rate=0.02, momentum=0.9, nesterov=True, gradient_accumulation_steps=2, use_ema=True, weight_decay=0.01), 3, 2.0**8),
         own=(dict(learning_rate=0.1), dict(momentum=0.9),
              dict(momentum=0.5, nesterov=True, learning_rate=0.05),
              dict(momentum=1.0, nesterov=True)),
@@ -75,6 +128,10 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(1e-3, 0.01, 0.1)),
     "adamw": Entry(
         "AdamW",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("beta_1", (-0.1, 1.0, NAN)), ("beta_2", (-0.1, 1.0, INF)), EPSILON_BAD, ("weight_decay", (None,))),
+        edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.01, amsgrad=True, weight_decay=0.05, gradient_accumulation_steps=3, use_ema=True, ema_overwrite_frequency=4), 3, 2.0**6),
         own=(dict(learning_rate=0.01, weight_decay=0.1),
              dict(amsgrad=True, learning_rate=0.02, weight_decay=0.0),
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3)),
@@ -83,6 +140,10 @@ CATALOG: dict[str, Entry] = {
             weight_decay=float(rng.choice([0.0, 0.004, 0.05])))),
     "lion": Entry(
         "Lion",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("beta_1", (0.0, -0.1, 1.5, NAN, "0.9")), ("beta_2", (-0.1, 1.5, NAN))),
+        edge_own=dict(beta_1=1.0, beta_2=1.0),
+        loss_scale_run=(dict(learning_rate=0.01, beta_1=0.5, weight_decay=0.1, clipnorm=1.0, gradient_accumulation_steps=2), 3, 2.0**12),
         own=(dict(learning_rate=0.01), dict(beta_1=1.0, beta_2=0.5),
              dict(beta_1=0.3, beta_2=0.999, weight_decay=0.5)),
         random_own=lambda rng: dict(
@@ -90,6 +151,10 @@ CATALOG: dict[str, Entry] = {
             beta_2=float(rng.choice([0.0, 0.5, 0.99])))),
     "schedule_free_adamw": Entry(
         "ScheduleFreeAdamW",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("beta_1", (0.0, -0.1, 1.5, NAN)), ("beta_2", (-0.1, 1.0, NAN)), EPSILON_BAD, ("warmup_steps", (-1, 2.5, "3", True, None))),
+        edge_own=dict(beta_1=1.0, beta_2=0.0, epsilon=0.0, warmup_steps=0),
+        loss_scale_run=(dict(learning_rate=0.01, warmup_steps=4, weight_decay=0.05, use_ema=True, gradient_accumulation_steps=2), 3, 2.0**10),
         own=(dict(learning_rate=0.01, warmup_steps=5),
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
              dict(beta_1=1.0, weight_decay=0.1, learning_rate=0.02),
@@ -102,6 +167,11 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(1e-3, 0.0025, 0.02)),
     "muon": Entry(
         "Muon",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("adam_beta_1", (-0.1, 1.0, NAN)), ("adam_beta_2", (1.0, INF)), ("momentum", (-0.5, 1.0, NAN)), ("ns_steps", (-1, 2.5, "5")), ("rms_rate", (-0.2, NAN)), ("adam_lr_ratio", (-1.0, INF)), ("adam_weight_decay", (-0.004, NAN)), ("exclude_layers", ("dense", [1])), ("muon_a", ("3", NAN)), EPSILON_BAD),
+        edge_own=dict(adam_beta_1=0.0, adam_beta_2=0.0, momentum=0.0, ns_steps=0, rms_rate=0.0, adam_weight_decay=0.0, adam_lr_ratio=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.02, gradient_accumulation_steps=2, use_ema=True, weight_decay=0.05, adam_weight_decay=0.02), 3, 2.0**8),
+        row_separable=False,
         own=(dict(learning_rate=0.02, nesterov=False),
              dict(rms_rate=None, learning_rate=0.01, momentum=0.8),
              dict(adam_lr_ratio=0.1, adam_beta_1=0.5, adam_beta_2=0.9,
@@ -124,7 +194,10 @@ CATALOG: dict[str, Entry] = {
             rms_rate=rng.choice([None, 0.2, 1.0])),
         learning_rates=(1e-3, 0.01, 0.02)),
     "adagrad": Entry(
-        "Adagrad", parity_learning_rate=0.01,
+        "Adagrad",
+        bad_own=(("initial_accumulator_value", (-0.1, NAN, INF, "0.1")), EPSILON_BAD),
+        edge_own=dict(initial_accumulator_value=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.05, initial_accumulator_value=0.5, gradient_accumulation_steps=2, use_ema=True, ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8), parity_learning_rate=0.01,
         own=(dict(learning_rate=0.05, initial_accumulator_value=0.0),
              dict(learning_rate=0.1, initial_accumulator_value=1.0,
                   epsilon=1e-3)),
@@ -132,19 +205,32 @@ CATALOG: dict[str, Entry] = {
             initial_accumulator_value=float(rng.choice([0.0, 0.1, 1.0])),
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
     "nadam": Entry(
-        "Nadam", parity_learning_rate=0.01,
+        "Nadam",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("beta_1", (-0.1, 1.0, NAN)), ("beta_2", (-0.1, 1.0, INF)), EPSILON_BAD),
+        edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+        keras_loss_scale_keeps_state=False, parity_learning_rate=0.01,
         own=(dict(learning_rate=0.02),
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
              dict(beta_1=0.0, beta_2=0.5)),
         random_own=_adam_like),
     "lamb": Entry(
-        "Lamb", parity_learning_rate=0.01,
+        "Lamb",
+        trust_ratio=True,
+        bad_own=(("beta_1", (-0.1, 1.0, INF)), ("beta_2", (-0.1, 1.0, NAN)), EPSILON_BAD),
+        edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
+        loss_scale_run=(dict(learning_rate=0.01, weight_decay=0.05, gradient_accumulation_steps=2, use_ema=True, ema_overwrite_frequency=5, global_clipnorm=3.0), 3, 2.0**6),
+        row_separable=False, parity_learning_rate=0.01,
         own=(dict(learning_rate=0.02),
              dict(beta_1=0.5, beta_2=0.9, epsilon=1e-3),
              dict(weight_decay=0.1, learning_rate=0.05)),
         random_own=_adam_like),
     "ftrl": Entry(
-        "Ftrl", parity_learning_rate=0.05,
+        "Ftrl",
+        fused_accumulation_bit_exact=True,
+        bad_own=(("learning_rate_power", (0.5, 1, NAN, -INF, "-0.5")), ("initial_accumulator_value", (-0.1, NAN, INF)), ("l1_regularization_strength", (-1e-3, NAN)), ("l2_regularization_strength", (-1e-3, INF)), ("l2_shrinkage_regularization_strength", (-1e-3, NAN)), ("beta", (-0.5, NAN, "0.1"))),
+        edge_own=dict(learning_rate_power=0.0, initial_accumulator_value=0.0, l1_regularization_strength=0.0, l2_regularization_strength=0.0, l2_shrinkage_regularization_strength=0.0, beta=0.0),
+        loss_scale_run=(dict(learning_rate=0.05, l1_regularization_strength=0.01, beta=0.2, gradient_accumulation_steps=2, use_ema=True, ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8), parity_learning_rate=0.05,
         own=(dict(learning_rate=0.1, learning_rate_power=-0.7,
                   initial_accumulator_value=0.5),
              dict(learning_rate=0.05, l1_regularization_strength=0.01,
@@ -164,6 +250,11 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(0.01, 0.05, 0.2)),
     "adafactor": Entry(
         "Adafactor",
+        finite_on_finite_gradients=False,
+        bad_own=(("beta_2_decay", (0.8, NAN, -INF, "-0.8")), ("epsilon_1", (-1e-30, NAN, INF)), ("epsilon_2", (-1e-3, NAN)), ("clip_threshold", (0.0, -1.0, NAN, INF))),
+        edge_own=dict(beta_2_decay=0.0, epsilon_1=0.0, epsilon_2=0.0, relative_step=False),
+        loss_scale_run=(dict(learning_rate=0.05, clip_threshold=0.5, gradient_accumulation_steps=3, use_ema=True, global_clipnorm=2.0, weight_decay=0.01), 3, 2.0**12),
+        row_separable=False,
         own=(dict(learning_rate=0.01),
              dict(beta_2_decay=-0.5, epsilon_1=1e-3, epsilon_2=0.1),
              dict(learning_rate=0.05, clip_threshold=0.2,

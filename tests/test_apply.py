@@ -22,8 +22,8 @@ from catalog import KINDS  # noqa: E402
 from keras_oracle import ULPS
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
-from test_sparse import grad_seq  # noqa: E402
-from test_sparse import table_params  # noqa: E402
+from helpers import grad_seq  # noqa: E402
+from helpers import table_params  # noqa: E402
 
 STEPS = 12
 # Their updates mix a leaf's rows (trust ratio, factored moments,

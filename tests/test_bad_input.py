@@ -20,24 +20,19 @@ import optax
 import pytest
 
 import optax_suite as ox
+from catalog import CATALOG
 from catalog import KINDS
+from helpers import keras_ls_trajectory
+from helpers import ours_ls_trajectory
+from helpers import poison
 from keras_oracle import assert_trajectories_match
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
 from keras_oracle import max_deviation
 from keras_oracle import ours_trajectory
 from keras_oracle import varied_grads
-from test_loss_scale import keras_ls_trajectory
-from test_loss_scale import ours_ls_trajectory
-from test_loss_scale import poison
 
-FACTORIES = {"adam": ox.adam, "adamax": ox.adamax, "adadelta": ox.adadelta,
-             "rmsprop": ox.rmsprop, "sgd": ox.sgd, "adamw": ox.adamw,
-             "lion": ox.lion, "schedule_free_adamw": ox.schedule_free_adamw,
-             "muon": ox.muon,
-             "adagrad": ox.adagrad, "nadam": ox.nadam,
-             "lamb": ox.lamb,
-             "ftrl": ox.ftrl, "adafactor": ox.adafactor}
+FACTORIES = {kind: getattr(ox, kind) for kind in KINDS}
 NAN, INF = float("nan"), float("inf")
 
 # (argument, bad values) common to every factory.
@@ -52,48 +47,8 @@ BASE_BAD = [
     ("ema_overwrite_frequency", [0, -1, 2.5, 3.0, True, "3"]),
     ("loss_scale_factor", [0.0, -2.0, NAN, INF]),
 ]
-EPSILON_BAD = ("epsilon", [-1e-7, NAN, INF, "1e-7"])
-# Arguments of the rules, by factory.
-EPSILON_BAD = ("epsilon", [-1e-7, NAN, INF, "1e-7"])
-RULE_BAD = {
-    "adam": [("beta_1", [-0.1, 1.0, 1.5, NAN]),
-             ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD],
-    "adamax": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-1e-3, 1.0, INF]),
-               EPSILON_BAD],
-    "adadelta": [("rho", [-0.1, 1.0, NAN]), EPSILON_BAD],
-    "rmsprop": [("rho", [-0.1, 1.0, NAN]), ("momentum", [-0.5, 1.0, INF]),
-                EPSILON_BAD],
-    "sgd": [("momentum", [-0.5, 1.01, NAN, INF, "0.9"])],
-    "adamw": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-0.1, 1.0, INF]),
-              EPSILON_BAD, ("weight_decay", [None])],
-    "lion": [("beta_1", [0.0, -0.1, 1.5, NAN, "0.9"]),
-             ("beta_2", [-0.1, 1.5, NAN])],
-    "schedule_free_adamw": [("beta_1", [0.0, -0.1, 1.5, NAN]),
-                            ("beta_2", [-0.1, 1.0, NAN]), EPSILON_BAD,
-                            ("warmup_steps", [-1, 2.5, "3", True, None])],
-    "muon": [("adam_beta_1", [-0.1, 1.0, NAN]), ("adam_beta_2", [1.0, INF]),
-             ("momentum", [-0.5, 1.0, NAN]), ("ns_steps", [-1, 2.5, "5"]),
-             ("rms_rate", [-0.2, NAN]), ("adam_lr_ratio", [-1.0, INF]),
-             ("adam_weight_decay", [-0.004, NAN]),
-             ("exclude_layers", ["dense", [1]]), ("muon_a", ["3", NAN]),
-             EPSILON_BAD],
-    "adagrad": [("initial_accumulator_value", [-0.1, NAN, INF, "0.1"]),
-                EPSILON_BAD],
-    "nadam": [("beta_1", [-0.1, 1.0, NAN]), ("beta_2", [-0.1, 1.0, INF]),
-              EPSILON_BAD],
-    "lamb": [("beta_1", [-0.1, 1.0, INF]), ("beta_2", [-0.1, 1.0, NAN]),
-             EPSILON_BAD],
-    "ftrl": [("learning_rate_power", [0.5, 1, NAN, -INF, "-0.5"]),
-             ("initial_accumulator_value", [-0.1, NAN, INF]),
-             ("l1_regularization_strength", [-1e-3, NAN]),
-             ("l2_regularization_strength", [-1e-3, INF]),
-             ("l2_shrinkage_regularization_strength", [-1e-3, NAN]),
-             ("beta", [-0.5, NAN, "0.1"])],
-    "adafactor": [("beta_2_decay", [0.8, NAN, -INF, "-0.8"]),
-                  ("epsilon_1", [-1e-30, NAN, INF]),
-                  ("epsilon_2", [-1e-3, NAN]),
-                  ("clip_threshold", [0.0, -1.0, NAN, INF])],
-}
+# Arguments of the rules, by factory: each catalog entry's `bad_own`.
+RULE_BAD = {kind: list(CATALOG[kind].bad_own) for kind in KINDS}
 CASES = [(kind, arg, value) for kind in FACTORIES
          for arg, values in BASE_BAD + RULE_BAD[kind] for value in values]
 
@@ -141,27 +96,7 @@ def test_edge_values_accepted(kind, value):
 @pytest.mark.parametrize("kind", list(FACTORIES))
 def test_edge_arguments_accepted(kind):
   """The closed ends of each interval are valid: 0 everywhere, 1 for EMA."""
-  rule = {"adam": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "adamax": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "adadelta": dict(rho=0.0, epsilon=0.0),
-          "rmsprop": dict(rho=0.0, momentum=0.0, epsilon=0.0),
-          "sgd": dict(momentum=1.0, nesterov=True),
-          "adamw": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "lion": dict(beta_1=1.0, beta_2=1.0),
-          "schedule_free_adamw": dict(beta_1=1.0, beta_2=0.0, epsilon=0.0,
-                                      warmup_steps=0),
-          "muon": dict(adam_beta_1=0.0, adam_beta_2=0.0, momentum=0.0,
-                       ns_steps=0, rms_rate=0.0, adam_weight_decay=0.0,
-                       adam_lr_ratio=0.0, epsilon=0.0),
-          "adagrad": dict(initial_accumulator_value=0.0, epsilon=0.0),
-          "nadam": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "lamb": dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
-          "ftrl": dict(learning_rate_power=0.0, initial_accumulator_value=0.0,
-                       l1_regularization_strength=0.0,
-                       l2_regularization_strength=0.0,
-                       l2_shrinkage_regularization_strength=0.0, beta=0.0),
-          "adafactor": dict(beta_2_decay=0.0, epsilon_1=0.0, epsilon_2=0.0,
-                            relative_step=False)}[kind]
+  rule = CATALOG[kind].edge_own
   opt = FACTORIES[kind](weight_decay=0.0, clipnorm=0.0,
                         use_ema=True, ema_momentum=1.0,
                         ema_overwrite_frequency=1,

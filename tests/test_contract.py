@@ -49,8 +49,8 @@ import pytest
 
 import optax_suite as ox
 from catalog import KINDS
-from test_sharding import run_child
-from test_sharding import run_explicit_cases
+from helpers import run_child
+from helpers import run_explicit_cases
 
 # name -> (factory options, wrapper). Wrapper: None, "loss_scale" (inside
 # ox.loss_scale_optimizer) or "inject" (ox.inject_hyperparams).

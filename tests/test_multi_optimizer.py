@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from helpers import hostile_grads  # noqa: E402
 from optax_suite import _common  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
 from keras_oracle import ours_trajectory  # noqa: E402
@@ -274,7 +275,6 @@ def _continue(opt, state, params, grads):
 def test_loss_scale_optimizer_around_it_matches_keras():
   """Keras's LossScaleOptimizer around the MultiOptimizer, with inf/NaN
   steps (skipped, scale halved) and growth every 3 finite steps."""
-  from test_loss_scale import hostile_grads  # pylint: disable=g-import-not-at-top
   params = tree(7)
   grads = hostile_grads(params, STEPS, bad_steps=(5, 6, 13, 20), seed=7)
   expected, _ = keras_run(K.LossScaleOptimizer(

@@ -11,18 +11,15 @@ on it with `NamedSharding` in several layouts.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 from catalog import KINDS
+from helpers import run_child
+from helpers import run_explicit_cases
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 OPTIMIZERS = KINDS
 EVERYTHING_ON = dict(use_ema=True, ema_overwrite_frequency=3,
                      gradient_accumulation_steps=2, global_clipnorm=1.0,
@@ -139,16 +136,6 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_child(args, *, timeout=240):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu", KERAS_BACKEND="jax")
-  proc = subprocess.run(
-      [sys.executable, *args], env=env, cwd=ROOT, capture_output=True,
-      text=True, timeout=timeout)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def sharded():
   stdout = run_child(["-c", CHILD, json.dumps(
@@ -230,61 +217,6 @@ def test_data_parallel_shard_map_example_runs():
   assert summary["devices"] == 8
   assert summary["last_loss"] < summary["first_loss"]
   assert summary["max_deviation_vs_one_device"] <= 1e-5
-
-
-# optax's `sharding_test.py` cases on an explicitly sharded mesh (sharding in
-# the types): `init` eager and jitted and `update` eager and jitted must give
-# states of the same types (shape, dtype and sharding), and the updates the
-# gradients' type. Each case is `[name, options, wrapper]`, wrapper one of
-# None, "loss_scale" or "inject".
-EXPLICIT_CHILD = textwrap.dedent("""
-    import json, sys
-    import jax, jax.numpy as jnp, optax
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    import optax_suite as ox
-
-    cases = json.loads(sys.argv[1])
-    assert len(jax.devices()) == 8, jax.devices()
-    mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
-    sharding = NamedSharding(mesh, P(None, "x"))
-    out = []
-    for name, options, wrapper, dtype in cases:
-        factory = getattr(ox, name)
-        if wrapper == "inject":
-            factory = ox.inject_hyperparams(factory)
-        opt = factory(learning_rate=0.5, **options)
-        if wrapper == "loss_scale":
-            opt = ox.loss_scale_optimizer(opt, initial_scale=4.0)
-        typeof = lambda tree: str(jax.tree.map(jax.typeof, tree))
-        try:
-            with jax.set_mesh(mesh):
-                params = jnp.ones((2, 8, 4), dtype=dtype,
-                                  out_sharding=sharding)
-                grads = params * 0.5
-                s0 = opt.init(params)
-                s0_jit = jax.jit(opt.init)(params)
-                u1, s1 = opt.update(grads, s0, params)
-                u2, s2 = jax.jit(opt.update)(grads, s0, params)
-                _, s3 = jax.jit(opt.update)(grads, s2, params)
-                bad = [what for what, a, b in (
-                    ("init jit", s0, s0_jit), ("update", s0, s1),
-                    ("update jit", s0, s2), ("second update", s0, s3),
-                    ("updates", grads, u1), ("updates jit", grads, u2))
-                       if typeof(a) != typeof(b)]
-                out.append({"case": [name, options, wrapper, dtype],
-                            "bad": bad, "updates": typeof(u2)})
-        except Exception as e:
-            out.append({"case": [name, options, wrapper, dtype],
-                        "error": f"{type(e).__name__}: {str(e)[:400]}"})
-    print("JSON" + json.dumps(out))
-""")
-
-
-def run_explicit_cases(cases):
-  """Runs `EXPLICIT_CHILD` on `cases`; returns one result dict per case."""
-  stdout = run_child(["-c", EXPLICIT_CHILD, json.dumps(cases)])
-  line = [l for l in stdout.splitlines() if l.startswith("JSON")][-1]
-  return json.loads(line[4:])
 
 
 def test_loss_scale_optimizer_on_an_explicitly_sharded_mesh():

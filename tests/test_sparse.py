@@ -29,43 +29,16 @@ from catalog import KINDS  # noqa: E402
 # factored moments, orthogonalization) refuse it at construction.
 NOT_ROW_SEPARABLE = ("lamb", "adafactor", "muon")
 LAZY_KINDS = tuple(k for k in KINDS if k not in NOT_ROW_SEPARABLE)
+from helpers import DIM  # noqa: E402
+from helpers import ROWS  # noqa: E402
+from helpers import grad_seq  # noqa: E402
+from helpers import row_grads  # noqa: E402
+from helpers import run_child  # noqa: E402
+from helpers import table_params  # noqa: E402
 from keras_oracle import build_keras  # noqa: E402
-from keras_oracle import make_params  # noqa: E402
-from keras_oracle import varied_grads  # noqa: E402
 
 STEPS = 28
-ROWS, DIM = 10, 3
 ATOL = RTOL = 1e-6
-
-
-def table_params(seed=0):
-  params = make_params(seed)
-  rng = np.random.default_rng(seed + 100)
-  params["embed"] = jnp.asarray(rng.normal(size=(ROWS, DIM)), jnp.float32)
-  return params
-
-
-def row_grads(steps, seed=0, nnz=6, rows=ROWS, all_rows=False):
-  """BCOO gradients: ids with repeats, rows 0 and 1 never touched."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for t in range(steps):
-    if all_rows:
-      ids = rng.permutation(rows)
-    else:
-      ids = rng.integers(2, rows, size=nnz)
-      ids[-1] = ids[0]  # Always one repeated row.
-    data = rng.normal(size=(len(ids), DIM)) * (100.0 if t % 5 == 2 else 1.0)
-    out.append(sparse.BCOO((jnp.asarray(data, jnp.float32),
-                            jnp.asarray(ids[:, None], jnp.int32)),
-                           shape=(rows, DIM)))
-  return out
-
-
-def grad_seq(params, steps, seed=0, **kw):
-  dense = varied_grads(params, steps, seed=seed)
-  rows = row_grads(steps, seed=seed, **kw)
-  return [dict(g, embed=r) for g, r in zip(dense, rows)]
 
 
 def dense_of(grads):
@@ -496,7 +469,6 @@ print("JSON" + json.dumps(out))
 @pytest.fixture(scope="module")
 def row_sharded():
   import json
-  from test_sharding import run_child
   options = dict(use_ema=True, weight_decay=0.01, global_clipnorm=1.0,
                  gradient_accumulation_steps=2, ema_overwrite_frequency=3)
   stdout = run_child(["-c", SHARDED_CHILD, json.dumps(
