@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import chex
@@ -101,14 +100,7 @@ def check_base_arguments(
     raise ValueError(
         "`exclude_from_weight_decay` must be a list of strings or None. "
         f"Received: exclude_from_weight_decay={exclude_from_weight_decay!r}")
-  for pattern in exclude_from_weight_decay or ():
-    try:
-      re.compile(pattern.removeprefix(_weight_decay.PATH_PREFIX))
-    except re.error as e:
-      raise ValueError(
-          "`exclude_from_weight_decay` holds an invalid regular expression "
-          f"({e}). Received: exclude_from_weight_decay="
-          f"{exclude_from_weight_decay!r}") from e
+  _weight_decay.check_exclusions(exclude_from_weight_decay)  # RE2 patterns.
   del weight_decay_mask  # Any tree of booleans or callable is accepted.
   if not isinstance(lazy_rows, bool):
     raise ValueError(

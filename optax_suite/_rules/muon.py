@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
@@ -15,6 +14,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite import _patterns
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -53,7 +53,8 @@ def uses_newton_schulz(path: str, leaf: Any, exclude_layers=None,
     return False
   if exclude_embeddings and "embedding" in path.lower():
     return False
-  return not any(re.search(k, path) for k in exclude_layers or ())
+  return not any(_patterns.compiled(k, "exclude_layers").search(path)
+                 for k in exclude_layers or ())
 
 
 def _route(tree, exclude_layers, exclude_embeddings):
@@ -257,6 +258,7 @@ def check_muon_arguments(*, learning_rate, adam_beta_1, adam_beta_2, epsilon,
     raise ValueError(
         "`exclude_layers` must be a list of strings or None. "
         f"Received: exclude_layers={exclude_layers!r}")
+  _patterns.check_patterns(exclude_layers, "exclude_layers")  # RE2, linear.
 
 
 def _with_muon_decay(rule, lr, weight_decay, adam_weight_decay, route_args,
