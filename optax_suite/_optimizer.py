@@ -193,6 +193,7 @@ def keras_optimizer(
       gradient_accumulation_steps=gradient_accumulation_steps,
       exclude_from_weight_decay=exclude_from_weight_decay,
       weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
+  _common.check_flag("use_ema", use_ema)
   clip = _clip(clipnorm, clipvalue, global_clipnorm)
   scale_by_rule(0.0)  # Runs the rule's own argument checks now.
 
@@ -449,6 +450,7 @@ BASE_ARGUMENTS = tuple(
 def build(factory, name, rule, arguments) -> KerasOptimizer:
   """The optimizer ``factory(**arguments)``: ``rule`` with the base options."""
   base = {k: arguments[k] for k in BASE_ARGUMENTS if k in arguments}
+  _common.check_optional_str("name", arguments.get("name"))
   if base.get("lazy_rows"):
     spec = getattr(inspect.getmodule(factory), "KERAS", None)
     if spec is not None and not spec.row_separable:

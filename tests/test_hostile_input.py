@@ -74,3 +74,37 @@ def test_ordinary_patterns_keep_re_search_semantics():
   m = ox.OptimizerMap(ox.adam(), {"enc/.*": ox.sgd()})
   assert m["enc/kernel"] is not m.default_optimizer
   assert m["head/enc/kernel"] is m.default_optimizer  # fullmatch
+
+
+FLAGS = [("adam", "amsgrad"), ("adamw", "amsgrad"), ("sgd", "nesterov"),
+         ("rmsprop", "centered"), ("adafactor", "relative_step"),
+         ("muon", "nesterov"), ("muon", "exclude_embeddings"),
+         ("adam", "use_ema"), ("sgd", "use_ema")]
+
+
+@pytest.mark.parametrize("factory,flag", FLAGS)
+@pytest.mark.parametrize("value", ["False", "false", 0, 1, None, 1.0])
+def test_flags_must_be_bools(factory, flag, value):
+  with pytest.raises(ValueError, match=(
+      f"`{flag}` must be True or False. Received: {flag}={value!r}")):
+    getattr(ox, factory)(**{flag: value})
+
+
+@pytest.mark.parametrize("factory,flag", FLAGS)
+def test_flags_accept_numpy_bools(factory, flag):
+  import numpy as np
+  for value in (np.True_, np.False_, True, False):
+    getattr(ox, factory)(**{flag: value})
+
+
+def test_config_flag_string_is_refused():
+  with pytest.raises(ValueError, match="`amsgrad` must be True or False"):
+    ox.from_config({"class_name": "Adam", "config": {"amsgrad": "false"}})
+  with pytest.raises(ValueError, match="`use_ema` must be True or False"):
+    ox.from_config({"class_name": "SGD", "config": {"use_ema": "False"}})
+
+
+@pytest.mark.parametrize("factory", ["adam", "sgd", "muon", "lion"])
+def test_name_must_be_a_string_or_none(factory):
+  with pytest.raises(ValueError, match="`name` must be a string or None"):
+    getattr(ox, factory)(name=5)

@@ -181,6 +181,8 @@ def scale_by_muon(
     Array([[-0.07, -0.  ],
            [-0.  , -0.11]], dtype=float32)
   """
+  _common.check_flag("exclude_embeddings", exclude_embeddings)
+  _common.check_flag("nesterov", nesterov)
   check_muon_arguments(
       learning_rate=learning_rate, adam_beta_1=adam_beta_1,
       adam_beta_2=adam_beta_2, epsilon=epsilon, exclude_layers=exclude_layers,
