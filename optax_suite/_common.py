@@ -177,6 +177,18 @@ def check_bool(name: str, value: Any) -> bool:
   return value
 
 
+def check_flag(name: str, value: Any) -> bool:
+  """An optimizer's on/off argument: True or False (a NumPy bool too).
+
+  Anything else is refused, so that ``"False"`` or ``0`` from a config does
+  not quietly turn a feature on or off. Returns the Python bool.
+  """
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  raise ValueError(
+      f"`{name}` must be True or False. Received: {name}={value!r}")
+
+
 def check_optional_str(name: str, value: Any) -> Optional[str]:
   """A string or None, returned unchanged."""
   if value is not None and not isinstance(value, str):

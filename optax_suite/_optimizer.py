@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import chex
@@ -169,14 +168,7 @@ def check_base_arguments(
     raise ValueError(
         "`exclude_from_weight_decay` must be a list of strings or None. "
         f"Received: exclude_from_weight_decay={exclude_from_weight_decay!r}")
-  for pattern in exclude_from_weight_decay or ():
-    try:
-      re.compile(pattern.removeprefix(_weight_decay.PATH_PREFIX))
-    except re.error as e:
-      raise ValueError(
-          "`exclude_from_weight_decay` holds an invalid regular expression "
-          f"({e}). Received: exclude_from_weight_decay="
-          f"{exclude_from_weight_decay!r}") from e
+  _weight_decay.check_exclusions(exclude_from_weight_decay)  # RE2 patterns.
   del weight_decay_mask  # Any tree of booleans or callable is accepted.
   if not isinstance(lazy_rows, bool):
     raise ValueError(
@@ -295,6 +287,7 @@ def _assemble(
       gradient_accumulation_steps=gradient_accumulation_steps,
       exclude_from_weight_decay=exclude_from_weight_decay,
       weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
+  _common.check_flag("use_ema", use_ema)
   clip = _clip(clipnorm, clipvalue, global_clipnorm)
   scale_by_rule(0.0)  # Runs the rule's own argument checks now.
 
@@ -570,6 +563,7 @@ def build(spec: KerasSpec, name: str, rule, arguments: dict, *,
     params_needed_for: what in the rule makes ``update`` need ``params``.
   """
   options = {k: arguments.get(k, v) for k, v in BASE_DEFAULTS.items()}
+  _common.check_optional_str("name", arguments.get("name"))
   if base:  # What the rule takes over is checked as given, all the same.
     check_base_arguments(
         **{k: v for k, v in options.items() if k != "use_ema"})

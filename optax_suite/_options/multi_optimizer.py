@@ -9,7 +9,6 @@ it stands for Keras's ``variable.path``. The combination is
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-import re
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import chex
@@ -19,6 +18,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite import _patterns
 
 _UNTRAINED = "untrained"  # Label of the integer/boolean leaves (zero update).
 
@@ -79,7 +79,8 @@ class OptimizerMap(MutableMapping):
   def __getitem__(self, key: str) -> Any:
     if key in self._optimizer_map:
       return self._optimizer_map[key]
-    matching = [k for k in self._optimizer_map if re.fullmatch(k, key)]
+    matching = [k for k in self._optimizer_map
+                if _patterns.compiled(k, "optimizer_map").fullmatch(key)]
     if len(matching) > 1:
       raise ValueError(
           f"Multiple optimizers assigned to variable {key}: the patterns "
@@ -96,6 +97,7 @@ class OptimizerMap(MutableMapping):
     if not isinstance(key, str):
       raise ValueError(f"An OptimizerMap key must be a string. Received: "
                        f"key={key!r}")
+    _patterns.compile_pattern(key, "optimizer_map", key)  # RE2: linear time.
     _check_inner(optimizer, f"The optimizer for {key!r}")
     self._optimizer_map[key] = optimizer
 

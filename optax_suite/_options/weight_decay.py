@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import chex
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_suite import _common
+from optax_suite import _patterns
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -47,16 +48,46 @@ def _leaf_name_and_path(path: Sequence[Any]) -> tuple[str, str]:
   return (names[-1] if names else ""), "/".join(names)
 
 
+def check_exclusions(patterns: Any,
+                     argument: str = "exclude_from_weight_decay") -> None:
+  """A ValueError naming `argument` unless `patterns` is None or a list of
+  strings, each a valid RE2 pattern (once its ``"path:"`` prefix is off)."""
+  if patterns is not None and (
+      isinstance(patterns, (str, bytes))
+      or not isinstance(patterns, (list, tuple))
+      or not all(isinstance(s, str) for s in patterns)):
+    raise ValueError(
+        f"`{argument}` must be a list of strings or None. "
+        f"Received: {argument}={patterns!r}")
+  for pattern in patterns or ():
+    _patterns.compile_pattern(
+        pattern.removeprefix(PATH_PREFIX), argument, patterns)
+
+
 def _exclusion_test(patterns: Optional[Sequence[str]]):
-  """`(name, path) -> excluded`, from Keras-style exclusion patterns."""
+  """`(name, path) -> excluded`, from Keras-style exclusion patterns.
+
+  RE2 runs them (see ``_patterns``): a search takes time linear in the name.
+  """
+  check_exclusions(patterns)
   if not patterns:
     return None
+  return _compiled_exclusions(tuple(patterns))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_exclusions(patterns: tuple[str, ...]):
+  """The test of `_exclusion_test`, compiled once per tuple of patterns."""
   by_name = [p for p in patterns if not p.startswith(PATH_PREFIX)]
   by_path = [p[len(PATH_PREFIX):] for p in patterns
              if p.startswith(PATH_PREFIX)]
   # One alternation per kind, as Keras joins its `var_names` with "|".
-  name_re = re.compile("|".join(sorted(set(by_name)))) if by_name else None
-  path_re = re.compile("|".join(sorted(set(by_path)))) if by_path else None
+  def joined(ps):
+    return _patterns.compile_pattern(
+        "|".join(sorted(set(ps))), "exclude_from_weight_decay",
+        list(patterns))
+  name_re = joined(by_name) if by_name else None
+  path_re = joined(by_path) if by_path else None
   return lambda name, path: bool(
       (name_re is not None and name_re.search(name))
       or (path_re is not None and path_re.search(path)))

@@ -108,6 +108,7 @@ def scale_by_adafactor(
     Array([[ 0.69076705, -2.        ],
            [ 0.2813393 ,  4.24447   ]], dtype=float32)
   """
+  _common.check_flag("relative_step", relative_step)
   _common.check_learning_rate(learning_rate)
   _common.check_non_positive("beta_2_decay", beta_2_decay)
   _common.check_non_negative("epsilon_1", epsilon_1)

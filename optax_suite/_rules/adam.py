@@ -78,6 +78,7 @@ def scale_by_adam(
     >>> optax.apply_updates(params, updates)['w']
     Array([ 0.9000013, -1.9000013], dtype=float32)
   """
+  _common.check_flag("amsgrad", amsgrad)
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("beta_1", beta_1)
   _common.check_unit_interval("beta_2", beta_2)

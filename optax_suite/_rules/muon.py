@@ -4,7 +4,6 @@ Keras's Adam branch for every other leaf."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, NamedTuple, Optional, Sequence
 
 import chex
@@ -14,6 +13,7 @@ import optax
 
 from optax_suite import _common
 from optax_suite import _optimizer
+from optax_suite import _patterns
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -52,7 +52,8 @@ def uses_newton_schulz(path: str, leaf: Any, exclude_layers=None,
     return False
   if exclude_embeddings and "embedding" in path.lower():
     return False
-  return not any(re.search(k, path) for k in exclude_layers or ())
+  return not any(_patterns.compiled(k, "exclude_layers").search(path)
+                 for k in exclude_layers or ())
 
 
 def _route(tree, exclude_layers, exclude_embeddings):
@@ -179,6 +180,8 @@ def scale_by_muon(
     Array([[-0.07, -0.  ],
            [-0.  , -0.11]], dtype=float32)
   """
+  _common.check_flag("exclude_embeddings", exclude_embeddings)
+  _common.check_flag("nesterov", nesterov)
   check_muon_arguments(
       learning_rate=learning_rate, adam_beta_1=adam_beta_1,
       adam_beta_2=adam_beta_2, epsilon=epsilon, exclude_layers=exclude_layers,
@@ -256,6 +259,7 @@ def check_muon_arguments(*, learning_rate, adam_beta_1, adam_beta_2, epsilon,
     raise ValueError(
         "`exclude_layers` must be a list of strings or None. "
         f"Received: exclude_layers={exclude_layers!r}")
+  _patterns.check_patterns(exclude_layers, "exclude_layers")  # RE2, linear.
 
 
 def _with_muon_decay(rule, lr, weight_decay, adam_weight_decay, route_args,

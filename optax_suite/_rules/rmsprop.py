@@ -94,6 +94,7 @@ def scale_by_rmsprop(
     >>> 10.0 + updates['w']
     Array(9.683772, dtype=float32)
   """
+  _common.check_flag("centered", centered)
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("rho", rho)
   _common.check_unit_interval("momentum", momentum)

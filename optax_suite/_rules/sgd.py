@@ -88,6 +88,7 @@ def scale_by_sgd(
     >>> params  # 1 - 0.1 - (0.5 * 0.1 + 0.1)
     Array([0.75], dtype=float32)
   """
+  _common.check_flag("nesterov", nesterov)
   _common.check_learning_rate(learning_rate)
   _common.check_unit_interval("momentum", momentum, closed_right=True)
 

@@ -1,0 +1,110 @@
+"""Hostile and careless input: configs that must not hang or mislead."""
+
+from __future__ import annotations
+
+import time
+
+import jax.numpy as jnp
+import pytest
+
+import optax_suite as ox
+
+# Exponential in the text's length under a backtracking engine (Python `re`).
+EVIL = "(.|.)*$x"
+LONG_NAME = "layer_" + "a" * 994  # 1,000 characters.
+
+
+def _timed_update(tx, params):
+  start = time.perf_counter()
+  state = tx.init(params)
+  tx.update(params, state, params)
+  return time.perf_counter() - start
+
+
+def _warm():
+  # jit and dispatch of a small update, so that the timing measures matching.
+  tx = ox.adamw()
+  p = {"w": jnp.ones(2)}
+  tx.update(p, tx.init(p), p)
+
+
+@pytest.mark.parametrize("where", ["weight_decay", "muon", "optimizer_map"])
+def test_backtracking_pattern_matches_in_linear_time(where):
+  _warm()
+  if where == "weight_decay":
+    tx = ox.from_config({"class_name": "AdamW", "config": {
+        "exclude_from_weight_decay": ["path:" + EVIL, EVIL]}})
+    params = {LONG_NAME: jnp.ones(2)}
+  elif where == "muon":
+    tx = ox.muon(exclude_layers=[EVIL])
+    params = {LONG_NAME: jnp.ones((2, 2))}
+  else:
+    tx = ox.multi_optimizer(ox.OptimizerMap(ox.adam(), {EVIL: ox.sgd()}))
+    params = {LONG_NAME: jnp.ones(2)}
+  _timed_update(tx, params)  # compiles
+  assert _timed_update(tx, params) < 1.0
+
+
+@pytest.mark.parametrize("pattern", ["(", r"(a)\1", "(?=a)b", "(?<!a)b"])
+def test_invalid_or_unsupported_pattern_names_the_argument(pattern):
+  with pytest.raises(ValueError, match="`exclude_layers`"):
+    ox.muon(exclude_layers=[pattern])
+  with pytest.raises(ValueError, match="`optimizer_map`"):
+    ox.OptimizerMap(ox.adam(), {pattern: ox.sgd()})
+  with pytest.raises(ValueError, match="`exclude_from_weight_decay`"):
+    ox.decay_mask({"w": jnp.ones(2)}, exclude_from_weight_decay=[pattern])
+  with pytest.raises(ValueError, match="`exclude_from_weight_decay`"):
+    ox.adamw(exclude_from_weight_decay=["path:" + pattern])
+
+
+def test_decay_mask_refuses_a_string():
+  with pytest.raises(ValueError,
+                     match="`exclude_from_weight_decay` must be a list"):
+    ox.decay_mask({"bias": jnp.ones(2), "w": jnp.ones(2)},
+                  exclude_from_weight_decay="bias")
+
+
+def test_ordinary_patterns_keep_re_search_semantics():
+  params = {"enc": {"kernel": jnp.ones(2), "bias": jnp.ones(2)},
+            "head": {"kernel": jnp.ones(2)}}
+  mask = ox.decay_mask(params, exclude_from_weight_decay=[
+      "^bi", "path:^head/"])
+  assert mask == {"enc": {"kernel": True, "bias": False},
+                  "head": {"kernel": False}}
+  m = ox.OptimizerMap(ox.adam(), {"enc/.*": ox.sgd()})
+  assert m["enc/kernel"] is not m.default_optimizer
+  assert m["head/enc/kernel"] is m.default_optimizer  # fullmatch
+
+
+FLAGS = [("adam", "amsgrad"), ("adamw", "amsgrad"), ("sgd", "nesterov"),
+         ("rmsprop", "centered"), ("adafactor", "relative_step"),
+         ("muon", "nesterov"), ("muon", "exclude_embeddings"),
+         ("adam", "use_ema"), ("sgd", "use_ema")]
+
+
+@pytest.mark.parametrize("factory,flag", FLAGS)
+@pytest.mark.parametrize("value", ["False", "false", 0, 1, None, 1.0])
+def test_flags_must_be_bools(factory, flag, value):
+  with pytest.raises(ValueError, match=(
+      f"`{flag}` must be True or False. Received: {flag}={value!r}")):
+    getattr(ox, factory)(**{flag: value})
+
+
+@pytest.mark.parametrize("factory,flag", FLAGS)
+def test_flags_accept_numpy_bools(factory, flag):
+  import numpy as np
+  for value in (np.True_, np.False_, True, False):
+    getattr(ox, factory)(**{flag: value})
+
+
+def test_config_flag_string_is_refused():
+  with pytest.raises(ValueError, match="`amsgrad` must be True or False"):
+    ox.from_config({"class_name": "Adam", "config": {"amsgrad": "false"}})
+  with pytest.raises(ValueError, match="`use_ema` must be True or False"):
+    ox.from_config({"class_name": "SGD", "config": {"use_ema": "False"}})
+
+
+@pytest.mark.parametrize("factory", ["adam", "sgd", "muon", "lion"])
+def test_name_must_be_a_string_or_none(factory):
+  with pytest.raises(ValueError, match="`name` must be a string or None"):
+    getattr(ox, factory)(name=5)
