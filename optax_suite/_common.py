@@ -50,6 +50,29 @@ def check_number(name: str, value: Any) -> None:
     raise ValueError(
         f"`{name}` must be a number. Received: {name}={value!r}"
     )
+  check_float32(name, value)
+
+
+INT32_MAX = 2**31 - 1
+
+
+def check_float32(name: str, value: Any) -> None:
+  """A finite number must stay finite, and a nonzero one nonzero, in float32.
+
+  The checks run in float64, but the package stores hyperparameters as
+  float32: 1e300 would become inf and 1e-50 zero. None, tracers and
+  non-finite values (refused or allowed by the range checks) pass.
+  """
+  v = _as_float(value)
+  if v is None or not math.isfinite(v):
+    return
+  with np.errstate(over="ignore", under="ignore"):
+    v32 = np.float32(v)
+  if not np.isfinite(v32) or (v != 0 and v32 == 0):
+    raise ValueError(
+        f"`{name}` must survive its float32 cast (stay finite, and nonzero "
+        f"when nonzero: magnitudes from about 1.4e-45 to 3.4e38). "
+        f"Received: {name}={value!r}")
 
 
 def check_non_negative(name: str, value: Any) -> None:
@@ -110,6 +133,10 @@ def check_int_at_least(name: str, value: Any, minimum: int) -> None:
         f"`{name}` must be an integer >= {minimum} or None. "
         f"Received: {name}={value!r}"
     )
+  if int(value) > INT32_MAX:
+    raise ValueError(
+        f"`{name}` must be an integer < 2**31 (it is counted in int32). "
+        f"Received: {name}={value!r}")
 
 
 def to_python_scalar(name: str, value: Any) -> Any:
@@ -153,6 +180,7 @@ def check_real(
     raise ValueError(
         f"Argument `{name}` must be finite. Received: {name}={value!r}"
     )
+  check_float32(name, value)
   v = float(value)
   if low is not None and (v < low or (v == low and not low_inclusive)):
     relation = ">=" if low_inclusive else ">"

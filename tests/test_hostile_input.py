@@ -108,3 +108,51 @@ def test_config_flag_string_is_refused():
 def test_name_must_be_a_string_or_none(factory):
   with pytest.raises(ValueError, match="`name` must be a string or None"):
     getattr(ox, factory)(name=5)
+
+
+@pytest.mark.parametrize("kwargs,arg", [
+    (dict(loss_scale_factor=1e300), "loss_scale_factor"),
+    (dict(loss_scale_factor=1e-50), "loss_scale_factor"),
+    (dict(weight_decay=1e39), "weight_decay"),
+    (dict(weight_decay=1e-50), "weight_decay"),
+    (dict(clipnorm=1e39), "clipnorm"),
+    (dict(learning_rate=1e-50), "learning_rate"),
+    (dict(momentum=1e-50), "momentum"),
+    (dict(use_ema=True, ema_momentum=1e-50), "ema_momentum"),
+])
+def test_float_arguments_must_survive_float32(kwargs, arg):
+  with pytest.raises(ValueError, match=f"`{arg}` must survive its float32"):
+    ox.sgd(**kwargs)
+
+
+def test_float32_check_in_configs_and_loss_scale():
+  with pytest.raises(ValueError, match="`weight_decay` must survive"):
+    ox.from_config({"class_name": "AdamW", "config": {"weight_decay": 1e39}})
+  with pytest.raises(ValueError, match="`epsilon` must survive"):
+    ox.adam(epsilon=1e-50)
+  with pytest.raises(ValueError, match="`initial_scale` must survive"):
+    ox.loss_scale_optimizer(ox.sgd(), initial_scale=1e-50)
+  with pytest.raises(ValueError, match="`initial_scale` must survive"):
+    ox.loss_scale_optimizer(ox.sgd(), initial_scale=1e300)
+  with pytest.raises(ValueError, match="`initial_learning_rate` must survive"):
+    ox.schedules.exponential_decay(1e39, 10, 0.5)
+  # Subnormal and ordinary values still pass.
+  ox.sgd(learning_rate=1e-40, weight_decay=0.0, loss_scale_factor=1e30)
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda v: ox.sgd(gradient_accumulation_steps=v),
+     "gradient_accumulation_steps"),
+    (lambda v: ox.sgd(use_ema=True, ema_overwrite_frequency=v),
+     "ema_overwrite_frequency"),
+    (lambda v: ox.loss_scale_optimizer(ox.sgd(), dynamic_growth_steps=v),
+     "dynamic_growth_steps"),
+    (lambda v: ox.sgd(ox.schedules.piecewise_constant_decay([v], [1., 2.])),
+     "boundaries"),
+])
+def test_integers_beyond_int32_are_refused_at_construction(make, arg):
+  with pytest.raises(ValueError, match=f"`{arg}"):
+    make(2**31)
+  tx = make(2**31 - 1)  # the largest int32 is fine
+  params = {"w": jnp.ones(2)}
+  tx.update(params, tx.init(params), params)

@@ -497,6 +497,12 @@ def _sequences(boundaries: Any, values: Any) -> tuple[tuple, tuple]:
   checked_boundaries = tuple(
       _common.check_real(f"boundaries[{i}]", b)
       for i, b in enumerate(boundaries))
+  for i, b in enumerate(checked_boundaries):
+    if _common.is_concrete(b) and abs(b) > _common.INT32_MAX:
+      raise ValueError(  # The step, an int32, is compared with them.
+          f"Argument `boundaries[{i}]` must be in [-(2**31 - 1), 2**31 - 1]"
+          f" (the step is an int32). Received: "
+          f"boundaries={original_boundaries!r}")
   checked_values = tuple(
       _common.check_real(f"values[{i}]", v, low=0)
       for i, v in enumerate(values))
