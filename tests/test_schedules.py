@@ -618,4 +618,6 @@ def test_public_names():
               if n.isidentifier() and not n.startswith("_")}
     assert public == expected
     for name in expected:
-        assert getattr(schedules, name) is not None
+        obj = getattr(schedules, name)
+        assert callable(obj), name
+        assert obj.__module__.startswith("optax_suite._schedules"), name
