@@ -28,11 +28,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
-import optax_suite._rules  # noqa: E402,F401
+import optax_suite._factories  # noqa: E402,F401
 
 K = 4
 FACTORIES = sorted(spec.factory.__name__
-                   for spec in ox._rules.REGISTRY.values())  # noqa: SLF001
+                   for spec in ox._factories.REGISTRY.values())  # noqa: SLF001
 WRAPPERS = {
     "direct": lambda opt: opt,
     "loss_scale": ox.loss_scale_optimizer,

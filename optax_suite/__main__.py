@@ -108,7 +108,7 @@ def _keras_deviation(kind, kwargs, params0, grads_seq, ours_params):
   """Max |ours - keras| over the run, Keras fed the very same gradients."""
   import keras  # pylint: disable=g-import-not-at-top
 
-  from optax_suite._rules import REGISTRY  # pylint: disable=g-import-not-at-top
+  from optax_suite._factories import REGISTRY  # pylint: disable=g-import-not-at-top
   class_name = next(name for name, spec in REGISTRY.items()
                     if spec.factory is getattr(ox, kind))
   opt = getattr(keras.optimizers, class_name)(**kwargs)

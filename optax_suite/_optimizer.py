@@ -1,16 +1,23 @@
-"""How the package's optimizers are put together from its transformations.
+"""Keras's step order: how an optimizer is put together from its parts.
 
 A Keras optimizer step is, in order: unscale the gradients by the static
 loss-scale factor, accumulate them, clip them, decay the weights, apply the
 optimizer's own rule, and keep the parameter EMA. :func:`keras_optimizer`
 chains the package's transformations in exactly that order; the factories
-(:func:`optax_suite.adam` and friends) only add their own rule.
+(:func:`optax_suite.adam` and friends) only add their own rule, through
+:func:`build`.
+
+Read top to bottom: the state and the optimizer type; the steps a wrapper
+runs (:func:`split_step`, :func:`step_of`, :func:`as_step_transform`);
+:func:`keras_optimizer` and :func:`assemble`, then the module-level pieces
+of the step it assembles (``_chain`` ... ``_fused_step``); last, what the
+factories share (:class:`KerasSpec`, :func:`build`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import chex
@@ -18,7 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _base_options
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import apply as _apply
 from optax_suite._options import clipping as _clipping
@@ -131,64 +141,10 @@ def as_step_transform(
           grads, state, params))
 
 
-def check_base_arguments(
-    *, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm,
-    ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-    gradient_accumulation_steps, exclude_from_weight_decay, weight_decay_mask,
-    lazy_rows=False,
-) -> None:
-  """Construction-time checks of Keras's base optimizer arguments."""
-  _common.check_learning_rate(learning_rate)
-  for name, value in (("weight_decay", weight_decay), ("clipnorm", clipnorm),
-                      ("clipvalue", clipvalue),
-                      ("global_clipnorm", global_clipnorm)):
-    if value is not None:
-      _common.check_non_negative(name, value)
-  if sum(v is not None for v in (clipnorm, clipvalue, global_clipnorm)) > 1:
-    raise ValueError(
-        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be "
-        f"set. Received: clipnorm={clipnorm}, clipvalue={clipvalue}, "
-        f"global_clipnorm={global_clipnorm}")
-  _common.check_unit_interval("ema_momentum", ema_momentum, closed_right=True)
-  if ema_overwrite_frequency is not None:
-    _common.check_int_at_least(
-        "ema_overwrite_frequency", ema_overwrite_frequency, 1)
-  if gradient_accumulation_steps is not None:
-    _common.check_int_at_least(
-        "gradient_accumulation_steps", gradient_accumulation_steps, 2)
-  if loss_scale_factor is not None:
-    _common.check_non_negative("loss_scale_factor", loss_scale_factor)
-    if _common.is_concrete(loss_scale_factor) and float(loss_scale_factor) == 0:
-      raise ValueError(
-          "`loss_scale_factor` must be > 0 or None. "
-          f"Received: loss_scale_factor={loss_scale_factor!r}")
-  if exclude_from_weight_decay is not None and (
-      isinstance(exclude_from_weight_decay, str)
-      or not all(isinstance(s, str) for s in exclude_from_weight_decay)):
-    raise ValueError(
-        "`exclude_from_weight_decay` must be a list of strings or None. "
-        f"Received: exclude_from_weight_decay={exclude_from_weight_decay!r}")
-  _weight_decay.check_exclusions(exclude_from_weight_decay)  # RE2 patterns.
-  del weight_decay_mask  # Any tree of booleans or callable is accepted.
-  if not isinstance(lazy_rows, bool):
-    raise ValueError(
-        f"`lazy_rows` must be True or False. Received: lazy_rows={lazy_rows!r}")
-
-
-def _clip(clipnorm, clipvalue, global_clipnorm) -> optax.GradientTransformation:
-  if clipnorm is not None:
-    return _clipping.clip_by_norm(clipnorm)
-  if global_clipnorm is not None:
-    return _clipping.clip_by_global_norm(global_clipnorm)
-  if clipvalue is not None:
-    return _clipping.clip_by_value(clipvalue)
-  return optax.identity()
-
-
 def keras_optimizer(
     scale_by_rule: Callable[[Any], optax.GradientTransformation],
     *,
-    learning_rate: _common.ScalarOrSchedule = 0.001,
+    learning_rate: _numerics.ScalarOrSchedule = 0.001,
     weight_decay: Optional[float] = None,
     clipnorm: Optional[float] = None,
     clipvalue: Optional[float] = None,
@@ -252,7 +208,7 @@ def keras_optimizer(
     >>> updates  # the gradient clipped to 0.5, then one Adamax step of lr
     Array([-0.09999996], dtype=float32)
   """
-  base = dict(
+  options = _base_options.BaseOptions(
       learning_rate=learning_rate, weight_decay=weight_decay,
       clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
       use_ema=use_ema, ema_momentum=ema_momentum,
@@ -261,123 +217,139 @@ def keras_optimizer(
       gradient_accumulation_steps=gradient_accumulation_steps,
       exclude_from_weight_decay=exclude_from_weight_decay,
       weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
-  init_fn, update_fn, fused_step = _assemble(scale_by_rule, **base)
+  init_fn, update_fn, fused_step = assemble(scale_by_rule, options)
   return KerasOptimizer(
-      init_fn, update_fn, config=dict(base, scale_by_rule=scale_by_rule),
+      init_fn, update_fn,
+      config=dict(options.config(), scale_by_rule=scale_by_rule),
       factory=keras_optimizer, fused_step=fused_step)
 
 
-def _assemble(
-    scale_by_rule, *, learning_rate, weight_decay, clipnorm, clipvalue,
-    global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
-    loss_scale_factor, gradient_accumulation_steps, exclude_from_weight_decay,
-    weight_decay_mask, lazy_rows, params_needed_for=(),
-) -> tuple:
-  """``(init, update, fused_step)`` of :func:`keras_optimizer`.
+Rule = Callable[[Any], optax.GradientTransformation]  # lr -> the rule's step.
+
+
+def assemble(rule: Rule, options: _base_options.BaseOptions,
+             params_needed_for: Sequence[str] = ()) -> tuple:
+  """``(init, update, fused_step)`` of ``rule`` with the base ``options``.
 
   ``params_needed_for`` names what else (a rule's own weight decay) makes
-  ``update`` refuse ``params=None``, checked first.
+  ``update`` refuse ``params=None``; it is checked first.
   """
-  check_base_arguments(
-      learning_rate=learning_rate, weight_decay=weight_decay,
-      clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
-      ema_momentum=ema_momentum,
-      ema_overwrite_frequency=ema_overwrite_frequency,
-      loss_scale_factor=loss_scale_factor,
-      gradient_accumulation_steps=gradient_accumulation_steps,
-      exclude_from_weight_decay=exclude_from_weight_decay,
-      weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
-  _common.check_flag("use_ema", use_ema)
-  clip = _clip(clipnorm, clipvalue, global_clipnorm)
-  scale_by_rule(0.0)  # Runs the rule's own argument checks now.
-
-  def chain_transform(lr) -> optax.GradientTransformation:
-    parts = [clip, scale_by_rule(lr), _weight_decay.descend_with_weight_decay(
-        weight_decay, lr, weight_decay_mask=weight_decay_mask,
-        exclude_from_weight_decay=exclude_from_weight_decay)]
-    tx = optax.chain(*parts)
-    return _sparse.lazy_rows(tx) if lazy_rows else tx
-
-  def step_transform(lr) -> optax.GradientTransformation:
-    tx = chain_transform(lr)
-    if gradient_accumulation_steps is not None:
-      accumulate = (_sparse.accumulate_rows if lazy_rows
-                    else _accumulation.accumulate_gradients)
-      tx = accumulate(tx, gradient_accumulation_steps)
-    return tx
-
-  average = _ema.ema(
-      ema_momentum, ema_overwrite_frequency,
-      gradient_accumulation_steps=gradient_accumulation_steps,
-  ) if use_ema else None
-  if use_ema and lazy_rows:
-    average = _sparse.lazy_rows(average)
-  needs_params = list(params_needed_for) + [
-      n for n, on in (("weight decay", weight_decay is not None),
-                      ("EMA (`use_ema=True`)", use_ema)) if on]
-
-  def static_scale():
-    return jnp.asarray(
-        1.0 if loss_scale_factor is None else loss_scale_factor, jnp.float32)
-
-  def init_fn(params):
-    _common.check_not_complex(params)  # Whatever the rule: never skip silently.
-    return KerasOptimizerState(
-        count=jnp.zeros([], jnp.int32),
-        loss_scale_factor=static_scale(),
-        inner=step_transform(jnp.zeros([], jnp.float32)).init(params),
-        ema=average.init(params) if use_ema else optax.EmptyState(),
-    )
-
-  def prepare(updates, state, params):
-    """Checks, the dense sum of BCOO leaves (default), the static unscale.
-
-    Returns the gradients to step with, this call's learning rate, and the
-    static scale the new state keeps.
-    """
-    for needed_for in needs_params:
-      _common.check_params(params, needed_for)
-    _common.check_same_structure(updates, params)
-    if _sparse.has_row_sparse(updates):
-      _sparse.check_row_sparse(updates, params)
-      if not lazy_rows:  # Keras 3 treats a sparse gradient as the dense one.
-        updates = _sparse.densify(updates)
-    # The factor is the optimizer's own (the constructor's, or an injected
-    # hyperparameter's current value), as Keras reads its attribute at each
-    # apply; the state's copy only tells that `loss_scale_optimizer` turned
-    # it off (0), and is refreshed for `scale_loss`.
-    off = state.loss_scale_factor == 0
-    scale = jnp.where(off, 0.0, static_scale())
-    if loss_scale_factor is not None:
-      divisor = jnp.where(off, 1.0, scale)
-      updates = jax.tree.map(
-          lambda g: g / divisor.astype(g.dtype)
-          if _common.is_trainable(g) else g, updates)
-    return updates, _common.learning_rate_at(learning_rate, state.count), scale
-
-  def update_fn(updates, state, params=None, **extra_args):
-    updates, lr, scale = prepare(updates, state, params)
-    # `optax.chain` hands `extra_args` to the parts that take them (a rule
-    # built with `optax.GradientTransformationExtraArgs`) and not the others.
-    updates, inner = step_transform(lr).update(
-        updates, state.inner, params, **extra_args)
-    ema_state = state.ema
-    if use_ema:
-      updates, ema_state = average.update(updates, state.ema, params)
-    return updates, KerasOptimizerState(
-        optax.safe_increment(state.count), scale, inner, ema_state)
-
+  rule(0.0)  # Runs the rule's own argument checks now.
+  needs = tuple(params_needed_for) + tuple(
+      n for n, on in (("weight decay", options.weight_decay is not None),
+                      ("EMA (`use_ema=True`)", options.use_ema)) if on)
+  init_fn = functools.partial(_init, rule, options)
+  update_fn = functools.partial(_update, rule, options, needs)
+  k = options.gradient_accumulation_steps
   # With lazy rows a micro-step's update is already row-sparse (-0.0 rows).
-  if gradient_accumulation_steps is None or lazy_rows:
+  if k is None or options.lazy_rows:
     fused_step = split_step(optax.GradientTransformation(init_fn, update_fn))
   else:
-    fused_step = _fused_step(prepare, chain_transform,
-                             gradient_accumulation_steps, average,
-                             ema_overwrite_frequency)
+    fused_step = functools.partial(_fused_step, rule, options, needs)
   return init_fn, update_fn, fused_step
 
 
-def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
+def _clip(options) -> optax.GradientTransformation:
+  if options.clipnorm is not None:
+    return _clipping.clip_by_norm(options.clipnorm)
+  if options.global_clipnorm is not None:
+    return _clipping.clip_by_global_norm(options.global_clipnorm)
+  if options.clipvalue is not None:
+    return _clipping.clip_by_value(options.clipvalue)
+  return optax.identity()
+
+
+def _chain(rule, options, lr) -> optax.GradientTransformation:
+  """Clip, the rule at ``lr``, the weight decay: one update step's work."""
+  tx = optax.chain(
+      _clip(options), rule(lr), _weight_decay.descend_with_weight_decay(
+          options.weight_decay, lr,
+          weight_decay_mask=options.weight_decay_mask,
+          exclude_from_weight_decay=options.exclude_from_weight_decay))
+  return _sparse.lazy_rows(tx) if options.lazy_rows else tx
+
+
+def _step_transform(rule, options, lr) -> optax.GradientTransformation:
+  """:func:`_chain`, behind gradient accumulation when that is on."""
+  tx = _chain(rule, options, lr)
+  k = options.gradient_accumulation_steps
+  if k is None:
+    return tx
+  if options.lazy_rows:
+    return _sparse.accumulate_rows(tx, k)
+  return _accumulation.accumulate_gradients(tx, k)
+
+
+def _average(options) -> Optional[optax.GradientTransformation]:
+  """The parameter EMA, or None without ``use_ema``."""
+  if not options.use_ema:
+    return None
+  average = _ema.ema(
+      options.ema_momentum, options.ema_overwrite_frequency,
+      gradient_accumulation_steps=options.gradient_accumulation_steps)
+  return _sparse.lazy_rows(average) if options.lazy_rows else average
+
+
+def _static_scale(options) -> jax.Array:
+  factor = options.loss_scale_factor
+  return jnp.asarray(1.0 if factor is None else factor, jnp.float32)
+
+
+def _init(rule, options, params) -> KerasOptimizerState:
+  _trees.check_not_complex(params)  # Whatever the rule: never skip silently.
+  average = _average(options)
+  return KerasOptimizerState(
+      count=jnp.zeros([], jnp.int32),
+      loss_scale_factor=_static_scale(options),
+      inner=_step_transform(rule, options,
+                            jnp.zeros([], jnp.float32)).init(params),
+      ema=average.init(params) if average else optax.EmptyState(),
+  )
+
+
+def _prepare(options, needs, updates, state, params) -> tuple:
+  """Checks, the dense sum of BCOO leaves (default), the static unscale.
+
+  Returns the gradients to step with, this call's learning rate, and the
+  static scale the new state keeps.
+  """
+  for needed_for in needs:
+    _trees.check_params(params, needed_for)
+  _trees.check_same_structure(updates, params)
+  if _sparse.has_row_sparse(updates):
+    _sparse.check_row_sparse(updates, params)
+    if not options.lazy_rows:  # Keras 3 treats it as the dense gradient.
+      updates = _sparse.densify(updates)
+  # The factor is the optimizer's own (the constructor's, or an injected
+  # hyperparameter's current value), as Keras reads its attribute at each
+  # apply; the state's copy only tells that `loss_scale_optimizer` turned
+  # it off (0), and is refreshed for `scale_loss`.
+  off = state.loss_scale_factor == 0
+  scale = jnp.where(off, 0.0, _static_scale(options))
+  if options.loss_scale_factor is not None:
+    divisor = jnp.where(off, 1.0, scale)
+    updates = jax.tree.map(
+        lambda g: g / divisor.astype(g.dtype)
+        if _trees.is_trainable(g) else g, updates)
+  lr = _numerics.learning_rate_at(options.learning_rate, state.count)
+  return updates, lr, scale
+
+
+def _update(rule, options, needs, updates, state, params=None, **extra_args):
+  updates, lr, scale = _prepare(options, needs, updates, state, params)
+  # `optax.chain` hands `extra_args` to the parts that take them (a rule
+  # built with `optax.GradientTransformationExtraArgs`) and not the others.
+  updates, inner = _step_transform(rule, options, lr).update(
+      updates, state.inner, params, **extra_args)
+  ema_state = state.ema
+  average = _average(options)
+  if average is not None:
+    updates, ema_state = average.update(updates, state.ema, params)
+  return updates, KerasOptimizerState(
+      optax.safe_increment(state.count), scale, inner, ema_state)
+
+
+def _fused_step(rule, options, needs, grads, state, params) -> tuple:
   """The fused step with dense accumulation: see ``optax_suite.apply``.
 
   One ``cond`` holds the update work (mean gradient, clip, rule, decay, new
@@ -390,113 +362,50 @@ def _fused_step(prepare, chain_transform, k, average, overwrite_frequency):
   ``update`` + ``apply_updates``. (With the EMA inside the ``cond``, XLA
   copied every average after it, on every call.)
   """
-  def step(grads, state, params):
-    grads, lr, scale = prepare(grads, state, params)
-    acc_state = state.inner
-    is_update = (acc_state.count + 1) % k == 0
+  k = options.gradient_accumulation_steps
+  grads, lr, scale = _prepare(options, needs, grads, state, params)
+  acc_state = state.inner
+  is_update = (acc_state.count + 1) % k == 0
 
-    def update_branch(operands):
-      grads, acc, chain_state, params = operands
-      updates, chain_state = chain_transform(lr).update(
-          _accumulation.mean_gradient(acc, grads, k), chain_state, params)
-      return (_apply.apply_updates(params, updates), chain_state,
-              jnp.ones([], jnp.bool_))
+  def update_branch(operands):
+    grads, acc, chain_state, params = operands
+    updates, chain_state = _chain(rule, options, lr).update(
+        _accumulation.mean_gradient(acc, grads, k), chain_state, params)
+    return (_apply.apply_updates(params, updates), chain_state,
+            jnp.ones([], jnp.bool_))
 
-    def micro_branch(operands):  # First (false): XLA aliases what it passes.
-      _, _, chain_state, params = operands
-      return params, chain_state, jnp.zeros([], jnp.bool_)
+  def micro_branch(operands):  # First (false): XLA aliases what it passes.
+    _, _, chain_state, params = operands
+    return params, chain_state, jnp.zeros([], jnp.bool_)
 
-    params, chain_state, reset = jax.lax.cond(
-        is_update, update_branch, micro_branch,
-        (grads, acc_state.accumulated, acc_state.inner_state, params))
+  params, chain_state, reset = jax.lax.cond(
+      is_update, update_branch, micro_branch,
+      (grads, acc_state.accumulated, acc_state.inner_state, params))
 
-    ema_state = state.ema
-    if average is not None:
-      zeros = _common.tree_map(_common.identity_update, params)
-      _, ema_state = average.update(zeros, ema_state, params)
-      if overwrite_frequency is not None:  # The overwrite lands exactly.
-        params = jax.lax.cond(
-            ema_state.overwritten,
-            lambda ops: _ema.land_on_overwritten_averages(*ops),
-            lambda ops: ops[1], (params, params, ema_state))
+  ema_state = state.ema
+  average = _average(options)
+  if average is not None:
+    zeros = _trees.tree_map(_numerics.identity_update, params)
+    _, ema_state = average.update(zeros, ema_state, params)
+    if options.ema_overwrite_frequency is not None:  # Lands exactly.
+      params = jax.lax.cond(
+          ema_state.overwritten,
+          lambda ops: _ema.land_on_overwritten_averages(*ops),
+          lambda ops: ops[1], (params, params, ema_state))
 
-    acc = _accumulation.next_accumulator(acc_state.accumulated, grads, reset)
-    inner = acc_state._replace(count=optax.safe_increment(acc_state.count),
-                               accumulated=acc, inner_state=chain_state)
-    return params, state._replace(
-        count=optax.safe_increment(state.count), loss_scale_factor=scale,
-        inner=inner, ema=ema_state)
-
-  return step
+  acc = _accumulation.next_accumulator(acc_state.accumulated, grads, reset)
+  inner = acc_state._replace(count=optax.safe_increment(acc_state.count),
+                             accumulated=acc, inner_state=chain_state)
+  return params, state._replace(
+      count=optax.safe_increment(state.count), loss_scale_factor=scale,
+      inner=inner, ema=ema_state)
 
 
 # ----------------------------------------------------------------------------
-# What every factory shares: its base arguments, their docs, and how it is
-# registered for configs and Keras state import.
+# What every factory shares: how it maps onto its Keras class, and `build`.
 
-BASE_DOC = """
-  Base arguments (Keras's, same names and defaults):
-    weight_decay: decoupled decay ``w -= w * weight_decay * lr`` before the
-      update, or None.
-    clipnorm: clip each gradient leaf to this L2 norm, or None.
-    clipvalue: clip each gradient element to ``[-clipvalue, clipvalue]``.
-    global_clipnorm: clip all gradients to this global norm; a non-finite
-      norm makes every gradient NaN, as in Keras. At most one of the three.
-    use_ema: keep an exponential moving average of the parameters.
-    ema_momentum: momentum of that average, in [0, 1].
-    ema_overwrite_frequency: overwrite the parameters with the average every
-      this many update steps, or None.
-    loss_scale_factor: static loss scale; gradients are divided by it. The
-      value divided by is this argument (or, injected, its current value in
-      ``state.hyperparams``) at every ``update``, as Keras reads its
-      attribute at every ``apply``; a restored checkpoint does not override
-      it. The state keeps a copy for :func:`scale_loss`, refreshed by each
-      ``update``.
-    gradient_accumulation_steps: update every this many calls with the mean
-      gradient (an integer >= 2), or None.
-    name: kept in the config; it has no effect on the numbers.
-    exclude_from_weight_decay: keyword-only; regular expressions, each
-      searched (``re.search``) in a leaf's own name, the last key of its
-      path, as Keras searches ``variable.name``: ``["^bias$"]`` excludes
-      every leaf named ``bias``. A pattern prefixed ``"path:"`` is searched
-      in the whole path instead, keys joined with ``"/"`` as in Keras's
-      ``variable.path`` (``"path:^encoder/"`` excludes a sub-module).
-    weight_decay_mask: keyword-only; tree of booleans or callable
-      ``params -> tree``, True means decay.
-    lazy_rows: keyword-only; tf.keras's sparse updates for row-sparse
-      gradients (below).
-
-  A gradient leaf may be a row-sparse ``jax.experimental.sparse.BCOO``
-  (``n_batch=0, n_dense=1``: indices ``[nnz, 1]``, data ``[nnz, dim]``; rows
-  may repeat and are summed). By default it gives Keras 3's numbers, which
-  are those of the dense sum. With ``lazy_rows=True`` only the touched rows
-  of the parameter and of its slots move, exactly as the dense rule would
-  move a variable made of those rows (step counts stay global), and
-  ``update`` returns a row-sparse update (apply it with
-  ``ox.apply_updates`` or ``ox.apply``). The base options act on those rows:
-  weight decay decays only touched rows; ``clipnorm`` / ``global_clipnorm``
-  take norms over the summed rows (the same norms as of the dense sum);
-  the EMA averages and overwrites only touched rows; accumulation sums rows
-  into a dense accumulator and, on the update call, moves every row touched
-  during the cycle (see ``ox.accumulate_rows``); a static loss scale divides
-  the rows, and under ``ox.loss_scale_optimizer`` a non-finite value in any
-  row skips the whole step. Dense leaves behave as always.
-
-  ``learning_rate`` is a number, a schedule ``step -> lr`` (optax's, ours, or a
-  Keras ``LearningRateSchedule``; it sees every call, as in Keras), or a
-  zero-argument callable, which is called on each ``update`` and so, under
-  ``jax.jit``, once at trace time. Every number may also be injected with
-  ``optax.inject_hyperparams``. ``update`` needs ``params`` when weight decay
-  or EMA is on.
-"""
-
-
-def with_base_doc(factory):
-  """Fills the ``{base}`` line of a factory's docstring (absent under -OO)."""
-  if factory.__doc__:
-    factory.__doc__ = factory.__doc__.replace(
-        "  {base}", BASE_DOC.rstrip("\n"))
-  return factory
+BaseOptions = _base_options.BaseOptions
+with_base_doc = _base_options.with_base_doc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -505,6 +414,7 @@ class KerasSpec:
 
   Attributes:
     class_name: the Keras class, e.g. ``"Adam"``.
+    default_name: the ``name`` Keras gives it, e.g. ``"adam_w"``.
     factory: the package's factory with that class's signature.
     own_keys: the factory's own config keys, in Keras's ``get_config`` order.
     state_class: the rule's state (its slots are read by ``state_from_keras``).
@@ -526,6 +436,7 @@ class KerasSpec:
       slot for some leaves only (Adafactor); None: one value per leaf.
   """
   class_name: str
+  default_name: str
   factory: Callable[..., Any]
   own_keys: tuple[str, ...]
   state_class: type
@@ -540,41 +451,36 @@ class KerasSpec:
   row_separable: bool = True
 
 
-# keras_optimizer's keyword arguments: the base options every factory passes on.
-BASE_DEFAULTS = {
-    p.name: p.default for p in inspect.signature(keras_optimizer).parameters
-    .values() if p.kind is p.KEYWORD_ONLY}
-BASE_ARGUMENTS = tuple(BASE_DEFAULTS)
-
-
-def build(spec: KerasSpec, name: str, rule, arguments: dict, *,
-          base: Optional[dict] = None,
+def build(spec: KerasSpec, rule: Rule, options: BaseOptions, own: dict, *,
+          name: Optional[str], decay_in_rule: bool = False,
           params_needed_for: Sequence[str] = ()) -> KerasOptimizer:
-  """The optimizer ``spec.factory(**arguments)``: ``rule`` with the base
-  options.
+  """The optimizer ``spec.factory(learning_rate, **own, ...)`` makes.
 
   Args:
     spec: the factory's :class:`KerasSpec`.
-    name: the default ``name``.
     rule: ``lr -> GradientTransformation``, the rule's step.
-    arguments: every argument of the factory, as the config keeps them.
-    base: base options that differ from ``arguments`` (a rule that decays
-      the weights itself passes ``weight_decay=None`` here).
+    options: the factory's base arguments, checked.
+    own: the factory's own arguments, in its signature's order, as its
+      config keeps them.
+    name: the factory's ``name`` argument (None: ``spec.default_name``).
+    decay_in_rule: the rule decays the weights itself (Muon), so the base
+      chain gets no weight decay; the config keeps the options as given.
     params_needed_for: what in the rule makes ``update`` need ``params``.
   """
-  options = {k: arguments.get(k, v) for k, v in BASE_DEFAULTS.items()}
-  _common.check_optional_str("name", arguments.get("name"))
-  if base:  # What the rule takes over is checked as given, all the same.
-    check_base_arguments(
-        **{k: v for k, v in options.items() if k != "use_ema"})
-    options.update(base)
-  if options.get("lazy_rows") and not spec.row_separable:
+  _checks.check_optional_str("name", name)
+  if options.lazy_rows and not spec.row_separable:
     raise ValueError(
-        f"`lazy_rows=True` is not supported by `{name}`: its update mixes "
-        "the rows of a parameter, so it cannot run on the touched rows "
-        "alone. Received: lazy_rows=True")
-  init_fn, update_fn, fused_step = _assemble(
-      rule, params_needed_for=tuple(params_needed_for), **options)
-  config = dict(arguments, name=arguments["name"] or name)
+        f"`lazy_rows=True` is not supported by `{spec.default_name}`: its "
+        "update mixes the rows of a parameter, so it cannot run on the "
+        "touched rows alone. Received: lazy_rows=True")
+  chain_options = options.without_weight_decay() if decay_in_rule else options
+  init_fn, update_fn, fused_step = assemble(rule, chain_options,
+                                            params_needed_for)
+  base = options.config()
+  config = {"learning_rate": base.pop("learning_rate"), **own}
+  for key, value in base.items():
+    config[key] = value
+    if key == "gradient_accumulation_steps":  # Keras's order: name here.
+      config["name"] = name or spec.default_name
   return KerasOptimizer(init_fn, update_fn, config=config,
                         factory=spec.factory, fused_step=fused_step)

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
 from helpers import hostile_grads  # noqa: E402
-from optax_suite import _common  # noqa: E402
+from optax_suite import _trees  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
 from keras_oracle import ours_trajectory  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
@@ -42,7 +42,7 @@ def tree(seed=0):
 
 
 def paths(params):
-  return [_common.path_name(p) for p, _ in
+  return [_trees.path_name(p) for p, _ in
           jax.tree_util.tree_flatten_with_path(params)[0]]
 
 

@@ -22,7 +22,7 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
-from optax_suite import _common  # noqa: E402
+from optax_suite import _trees  # noqa: E402
 from optax_suite._rules import muon as muon_module  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
 from keras_oracle import ours_trajectory  # noqa: E402
@@ -50,13 +50,13 @@ def keras_run(params, grads, **kwargs):
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   variables = []
   for path, leaf in flat:
-    parts = muon_module.path_name(path).split("/")
+    parts = _trees.path_name(path).split("/")
     with contextlib.ExitStack() as scopes:
       for part in parts[:-1]:
         scopes.enter_context(keras.name_scope(part))
       variables.append(keras.Variable(np.asarray(leaf), name=parts[-1]))
   assert [v.path for v in variables] == [
-      muon_module.path_name(p) for p, _ in flat]
+      _trees.path_name(p) for p, _ in flat]
   opt = keras.optimizers.Muon(**kwargs)
   opt.build(variables)
   step = jax.jit(lambda o, t, g: opt.stateless_apply(o, g, t))
@@ -71,13 +71,13 @@ def keras_run(params, grads, **kwargs):
 
 
 def rule_state(state):
-  return _common.find_nodes(state, ox.ScaleByMuonState)[0]
+  return _trees.find_nodes(state, ox.ScaleByMuonState)[0]
 
 
 def newton_schulz_leaves(state):
   inner = rule_state(state)
   return jax.tree_util.tree_map_with_path(
-      lambda p, m, v: muon_module.path_name(p) if v is None else "",
+      lambda p, m, v: _trees.path_name(p) if v is None else "",
       inner.mu, inner.nu, is_leaf=lambda x: x is None)
 
 
@@ -106,7 +106,7 @@ def test_parity_with_keras_routed_by_path(kwargs, newton_schulz):
                 if vel is not None}
   ours = set(jax.tree.leaves(newton_schulz_leaves(state))) - {""}
   assert ours == newton_schulz
-  all_paths = {muon_module.path_name(p) for p, _ in
+  all_paths = {_trees.path_name(p) for p, _ in
                jax.tree_util.tree_flatten_with_path(params)[0]}
   assert keras_adam == all_paths - newton_schulz
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
@@ -121,13 +121,13 @@ def test_path_name_joins_keys_like_keras_layer_paths():
 
   params = {"blocks": [{"attn": {"query": jnp.ones((2, 2))}}],
             "Embed_0": {"embedding": jnp.ones((3, 2))}}
-  names = [muon_module.path_name(p) for p, _ in
+  names = [_trees.path_name(p) for p, _ in
            jax.tree_util.tree_flatten_with_path(params)[0]]
   assert names == ["Embed_0/embedding", "blocks/0/attn/query"]
   del Holder
   attr_path = (jax.tree_util.GetAttrKey("layer"),
                jax.tree_util.DictKey("kernel"))
-  assert muon_module.path_name(attr_path) == "layer/kernel"
+  assert _trees.path_name(attr_path) == "layer/kernel"
   # Flax's Embed param ("embedding") and Keras's ("embedding/embeddings")
   # both count as embeddings; the check is on the lower-cased path.
   m = jnp.ones((3, 2))

@@ -382,21 +382,23 @@ def test_a_rule_that_mixes_rows_refuses_lazy_rows():
   """``build`` told a KerasSpec with row_separable=False refuses lazy_rows at
   construction (LAMB, Adafactor and Muon say so), and builds without it."""
   import dataclasses
+  from optax_suite import _base_options
   from optax_suite import _optimizer
-  from optax_suite._rules import adam as adam_module
-  spec = dataclasses.replace(adam_module.KERAS, row_separable=False)
+  from optax_suite._factories import adam as adam_module
+  spec = dataclasses.replace(adam_module.KERAS, row_separable=False,
+                             default_name="fake")
 
   def fake(lazy_rows=False):
-    arguments = dict(ox.adam().config, lazy_rows=lazy_rows, name=None)
-    return _optimizer.build(spec, "fake", lambda lr: ox.scale_by_adam(lr),
-                            arguments)
+    return _optimizer.build(
+        spec, lambda lr: ox.scale_by_adam(lr),
+        _base_options.BaseOptions(lazy_rows=lazy_rows), {}, name=None)
   with pytest.raises(ValueError, match="lazy_rows=True"):
     fake(lazy_rows=True)
   assert fake(lazy_rows=False).config["name"] == "fake"
-  assert _optimizer.build(adam_module.KERAS, "adam",
-                          lambda lr: ox.scale_by_adam(lr),
-                          dict(ox.adam().config, lazy_rows=True)).config[
-                              "lazy_rows"] is True
+  assert _optimizer.build(
+      adam_module.KERAS, lambda lr: ox.scale_by_adam(lr),
+      _base_options.BaseOptions(lazy_rows=True), {},
+      name=None).config["lazy_rows"] is True
 
 
 def test_lazy_rows_round_trips_through_the_config():

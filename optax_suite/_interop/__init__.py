@@ -1,5 +1,5 @@
 """Keras interop.
 
-Configs both ways, injected hyperparameters, importing a Keras optimizer's
-state, and migrating checkpoints between option sets.
+Configs both ways, importing a Keras optimizer's state, and migrating
+checkpoints between option sets.
 """

@@ -16,16 +16,16 @@ from typing import Any, Callable, Mapping, Optional
 import jax
 import numpy as np
 
-from optax_suite import _common
-from optax_suite import _rules
+from optax_suite import _checks
+from optax_suite import _factories
 from optax_suite import _schedules
-from optax_suite._options import loss_scale as _loss_scale
-from optax_suite._options import multi_optimizer as _multi
+from optax_suite._wrappers import loss_scale as _loss_scale
+from optax_suite._wrappers import multi_optimizer as _multi
 
 # Keras class name -> (factory, the factory's own keys in Keras's order).
 _OPTIMIZERS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     name: (spec.factory, spec.own_keys)
-    for name, spec in _rules.REGISTRY.items()
+    for name, spec in _factories.REGISTRY.items()
 }
 _CLASS_OF_FACTORY = {f: name for name, (f, _) in _OPTIMIZERS.items()}
 # Keras's base keys, in the order of `keras.Optimizer.get_config`.
@@ -53,7 +53,7 @@ def _plain(name: str, value: Any) -> Any:
   if isinstance(value, numbers.Number):
     return value.item() if hasattr(value, "item") else value
   if isinstance(value, (jax.Array, np.ndarray, np.generic)) and (
-      _common.is_concrete(value) and np.ndim(value) == 0):
+      _checks.is_concrete(value) and np.ndim(value) == 0):
     return np.asarray(value).item()
   if isinstance(value, (list, tuple)) and all(isinstance(v, str)
                                               for v in value):
@@ -64,7 +64,7 @@ def _plain(name: str, value: Any) -> Any:
 
 
 def _learning_rate_config(value: Any) -> Any:
-  if isinstance(value, _schedules._Schedule):  # pylint: disable=protected-access
+  if isinstance(value, _schedules.Schedule):
     return _schedules.serialize(value)
   if callable(value):
     raise ValueError(

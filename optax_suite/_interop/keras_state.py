@@ -23,23 +23,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_suite import _common
+from optax_suite import _factories
 from optax_suite import _optimizer
-from optax_suite import _rules
+from optax_suite import _trees
 from optax_suite._interop import config as _config
 from optax_suite._options import accumulation as _accumulation
 from optax_suite._options import ema as _ema
-from optax_suite._options import multi_optimizer as _multi
+from optax_suite._wrappers import multi_optimizer as _multi
 
 
 def _slot_groups(
     keras_optimizer: Any) -> tuple[type, list, tuple[str, ...]]:
   """The rule's state class and its slots as Keras's ``build`` adds them."""
-  spec = _rules.REGISTRY.get(type(keras_optimizer).__name__)
+  spec = _factories.REGISTRY.get(type(keras_optimizer).__name__)
   if spec is None:
     raise ValueError(
         "Unsupported Keras optimizer: the state of "
-        f"{', '.join(sorted(_rules.REGISTRY))} can be imported. "
+        f"{', '.join(sorted(_factories.REGISTRY))} can be imported. "
         f"Received: {type(keras_optimizer).__name__}")
   return spec.state_class, spec.slot_groups(keras_optimizer), (
       spec.optional_slots)
@@ -59,7 +59,7 @@ class _KerasVariables:
           f"optimizer has {len(names)} variables.")
     self.state_class, groups, self.optional_slots = _slot_groups(
         keras_optimizer)
-    spec = _rules.REGISTRY[type(keras_optimizer).__name__]
+    spec = _factories.REGISTRY[type(keras_optimizer).__name__]
     scalars = spec.scalars
     partial = spec.partial_slots
     self.partial_slots = partial
@@ -145,7 +145,7 @@ class _KerasVariables:
 
 
 def _n_trainable(params: Any) -> int:
-  return sum(_common.is_trainable(p) for p in jax.tree.leaves(params))
+  return sum(_trees.is_trainable(p) for p in jax.tree.leaves(params))
 
 
 def _fill(reference: Any, values: Sequence[Any], what: str) -> Any:
@@ -357,7 +357,7 @@ def _multi_state_from_keras(opt, keras_multi, params, optimizer_variables):
   labels, transforms = opt.assign(params)
   ours = [lab for lab, p in zip(jax.tree.leaves(labels),
                                 jax.tree.leaves(params))
-          if _common.is_trainable(p)]
+          if _trees.is_trainable(p)]
   k_vars = list(keras_multi._trainable_variables)  # pylint: disable=protected-access
   theirs = [keras_multi._var_to_optimizer_idx[keras_multi._var_key(v)]  # pylint: disable=protected-access
             for v in k_vars]
@@ -447,8 +447,8 @@ def from_keras(
   if decays and excluded:
     keras_vars = list(keras_optimizer._trainable_variables)  # pylint: disable=protected-access
     flags = iter([id(v) not in excluded for v in keras_vars])
-    mask = _common.tree_map(
-        lambda p: next(flags) if _common.is_trainable(p) else False, params)
+    mask = _trees.tree_map(
+        lambda p: next(flags) if _trees.is_trainable(p) else False, params)
     opt = opt.factory(**dict(opt.config, weight_decay_mask=mask))
   return opt, state_from_keras(opt, keras_optimizer, params,
                                optimizer_variables)

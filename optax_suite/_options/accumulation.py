@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 class AccumulationState(NamedTuple):
@@ -65,7 +67,7 @@ def accumulate_gradients(
     >>> u1, u2
     (Array([-0.], dtype=float32), Array([-2.], dtype=float32))
   """
-  _common.check_int_at_least(
+  _checks.check_int_at_least(
       "gradient_accumulation_steps", gradient_accumulation_steps, 2)
   inner = optax.with_extra_args_support(inner)
   k = gradient_accumulation_steps
@@ -73,7 +75,7 @@ def accumulate_gradients(
   def init_fn(params):
     return AccumulationState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, acc_dtype),
+        _trees.slots(params, acc_dtype),
         inner.init(params),
     )
 
@@ -88,8 +90,8 @@ def accumulate_gradients(
 
     def micro_branch(operands):
       grads, acc, inner_state, params = operands
-      zero = _common.tree_map(
-          lambda a, g: _common.identity_update(g), acc, grads)
+      zero = _trees.tree_map(
+          lambda a, g: _numerics.identity_update(g), acc, grads)
       return zero, inner_state, jnp.zeros([], jnp.bool_)
 
     new_updates, inner_state, reset = jax.lax.cond(
@@ -116,7 +118,7 @@ def next_accumulator(accumulated: Any, grads: Any, reset: chex.Array) -> Any:
     if acc is None:
       return None
     return jnp.where(reset, jnp.zeros_like(acc), (acc + g).astype(acc.dtype))
-  return _common.tree_map(leaf, accumulated, grads)
+  return _trees.tree_map(leaf, accumulated, grads)
 
 
 def mean_gradient(accumulated: Any, grads: Any, k: int) -> Any:
@@ -127,6 +129,6 @@ def mean_gradient(accumulated: Any, grads: Any, k: int) -> Any:
   Nadam's ``c * g`` products, moving the last bit); the barrier keeps it so
   here, and in the fused step, which uses this too.
   """
-  mean = _common.tree_map(
+  mean = _trees.tree_map(
       lambda a, g: g if a is None else (g + a) / k, accumulated, grads)
   return jax.lax.optimization_barrier(mean)

@@ -13,7 +13,7 @@ from optax_suite._options import sparse as _sparse
 
 
 def _add_rows(p, u):
-  ids = _sparse._row_ids(u)  # Out-of-range rows (padding) are dropped.
+  ids = _sparse.row_ids(u)  # Out-of-range rows (padding) are dropped.
   if jnp.result_type(p.dtype, u.data.dtype) == p.dtype:
     # p[i] + u in p's dtype, as `optax.apply_updates` computes it.
     return p.at[ids].add(u.data.astype(p.dtype), mode="drop")

@@ -8,12 +8,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 def _static_zero(value: Any) -> bool:
   """Keras skips a clip whose bound is 0; decide statically when we can."""
-  return _common.is_concrete(value) and float(value) == 0.0
+  return _checks.is_concrete(value) and float(value) == 0.0
 
 
 def _stateless(update_leaves) -> optax.GradientTransformation:
@@ -26,9 +28,9 @@ def _stateless(update_leaves) -> optax.GradientTransformation:
 def _floats(fn):
   """Applies `fn` to floating leaves (in float32 at least), others unchanged."""
   def leaf(g):
-    if not _common.is_trainable(g):
+    if not _trees.is_trainable(g):
       return g
-    return fn(g.astype(_common.compute_dtype(g.dtype))).astype(g.dtype)
+    return fn(g.astype(_numerics.compute_dtype(g.dtype))).astype(g.dtype)
   return lambda tree: jax.tree.map(leaf, tree)
 
 
@@ -51,7 +53,7 @@ def clip_by_norm(clipnorm: float) -> optax.GradientTransformation:
     >>> tx.update({'a': jnp.array([3.0, 4.0])}, tx.init(None))[0]['a']
     Array([0.6, 0.8], dtype=float32)
   """
-  _common.check_non_negative("clipnorm", clipnorm)
+  _checks.check_non_negative("clipnorm", clipnorm)
   if _static_zero(clipnorm):
     return _stateless(lambda tree: tree)
 
@@ -60,7 +62,7 @@ def clip_by_norm(clipnorm: float) -> optax.GradientTransformation:
     positive = l2sum > 0
     l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, 1)), l2sum)
     clipped = (g * clipnorm) / jnp.maximum(l2norm, clipnorm)
-    return jnp.where(clipnorm > 0, clipped, g) if not _common.is_concrete(
+    return jnp.where(clipnorm > 0, clipped, g) if not _checks.is_concrete(
         clipnorm) else clipped
 
   return _stateless(_floats(clip))
@@ -83,13 +85,13 @@ def clip_by_value(clipvalue: float) -> optax.GradientTransformation:
     >>> tx.update(jnp.array([-2.0, 0.1, 3.0]), tx.init(None))[0]
     Array([-0.5,  0.1,  0.5], dtype=float32)
   """
-  _common.check_non_negative("clipvalue", clipvalue)
+  _checks.check_non_negative("clipvalue", clipvalue)
   if _static_zero(clipvalue):
     return _stateless(lambda tree: tree)
 
   def clip(g):
     clipped = jnp.clip(g, -clipvalue, clipvalue)
-    return jnp.where(clipvalue > 0, clipped, g) if not _common.is_concrete(
+    return jnp.where(clipvalue > 0, clipped, g) if not _checks.is_concrete(
         clipvalue) else clipped
 
   return _stateless(_floats(clip))
@@ -105,8 +107,8 @@ def global_norm(tree: Any) -> jax.Array:
     Array(5., dtype=float32)
   """
   leaves = [
-      jnp.sum(jnp.square(g.astype(_common.compute_dtype(g.dtype))))
-      for g in jax.tree.leaves(tree) if _common.is_trainable(g)
+      jnp.sum(jnp.square(g.astype(_numerics.compute_dtype(g.dtype))))
+      for g in jax.tree.leaves(tree) if _trees.is_trainable(g)
   ]
   if not leaves:
     return jnp.zeros([], jnp.float32)
@@ -140,13 +142,13 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
     >>> float(out['a'][0]), float(out['b'][0])
     (0.6000000238418579, 0.800000011920929)
   """
-  _common.check_non_negative("global_clipnorm", global_clipnorm)
+  _checks.check_non_negative("global_clipnorm", global_clipnorm)
   if _static_zero(global_clipnorm):
     return _stateless(lambda tree: tree)
 
   def clip_tree(tree):
     norm = global_norm(tree)
-    if _common.is_concrete(global_clipnorm):
+    if _checks.is_concrete(global_clipnorm):
       c = float(global_clipnorm)  # 1 / c in double, as Keras computes it.
       scale = c * jnp.minimum(1.0 / norm, 1.0 / c) + (norm - norm)
     else:

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 class EmaState(NamedTuple):
@@ -75,24 +77,24 @@ def ema(
     >>> params, ox.finalize_variable_values(params, state)
     (Array(2., dtype=float32), Array(2.5, dtype=float32))
   """
-  _common.check_unit_interval("ema_momentum", ema_momentum, closed_right=True)
+  _checks.check_unit_interval("ema_momentum", ema_momentum, closed_right=True)
   if ema_overwrite_frequency is not None:
-    _common.check_int_at_least(
+    _checks.check_int_at_least(
         "ema_overwrite_frequency", ema_overwrite_frequency, 1)
   if gradient_accumulation_steps is not None:
-    _common.check_int_at_least(
+    _checks.check_int_at_least(
         "gradient_accumulation_steps", gradient_accumulation_steps, 1)
   steps = 1 if gradient_accumulation_steps is None else (
       gradient_accumulation_steps)
 
   def init_fn(params):
-    _common.check_not_complex(params)
-    average = _common.tree_map(_common.copy_of, params)
+    _trees.check_not_complex(params)
+    average = _trees.tree_map(_trees.copy_of, params)
     return EmaState(jnp.zeros([], jnp.int32), average,
                     jnp.zeros([], jnp.bool_))
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "EMA (`use_ema=True`)")
+    _trees.check_params(params, "EMA (`use_ema=True`)")
     iterations = state.count // steps
     momentum = jnp.where(iterations != 0, ema_momentum, 0.0)
     overwrite = None
@@ -104,15 +106,15 @@ def ema(
     def leaf(avg, p, u):
       if avg is None:
         return u, None
-      dt = _common.compute_dtype(avg.dtype)
+      dt = _numerics.compute_dtype(avg.dtype)
       mom = momentum.astype(dt)
-      new_p = _common.rounded_to((p + u).astype(p.dtype).astype(dt), p.dtype)
+      new_p = _numerics.rounded_to((p + u).astype(p.dtype).astype(dt), p.dtype)
       avg = (mom * avg.astype(dt) + (1 - mom) * new_p).astype(avg.dtype)
       if overwrite is not None:
-        u = jnp.where(overwrite, _common.update_to(p, avg, u.dtype), u)
+        u = jnp.where(overwrite, _numerics.update_to(p, avg, u.dtype), u)
       return u, avg
 
-    updates, average = _common.tree_map_n(leaf, 2, state.ema, params, updates)
+    updates, average = _trees.tree_map_n(leaf, 2, state.ema, params, updates)
     return updates, EmaState(
         optax.safe_increment(state.count), average, overwritten)
 
@@ -130,23 +132,23 @@ def _averages(params: Any, state: Any) -> tuple[list, list, Any]:
   tree definition of ``params``.
   """
   # Any: jax's PyTreeDef stub lacks num_leaves and flatten_up_to.
-  treedef: Any = jax.tree.structure(params, is_leaf=_common.is_none)
+  treedef: Any = jax.tree.structure(params, is_leaf=_trees.is_none)
   averages = [None] * treedef.num_leaves
   flags = [None] * treedef.num_leaves
-  for node in _common.find_nodes(state, EmaState):
+  for node in _trees.find_nodes(state, EmaState):
     try:
       leaves = treedef.flatten_up_to(node.ema)
     except (ValueError, TypeError) as e:
       raise ValueError(
           "A parameter EMA in `state` does not have the structure of "
           f"`params`.\n  params: {treedef}\n  EMA: "
-          f"{jax.tree.structure(node.ema, is_leaf=_common.is_none)}") from e
+          f"{jax.tree.structure(node.ema, is_leaf=_trees.is_none)}") from e
     for i, avg in enumerate(leaves):
       if avg is None or isinstance(avg, optax.MaskedNode):
         continue
       if averages[i] is not None:
         path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(
-            params, is_leaf=_common.is_none)[0][i][0])
+            params, is_leaf=_trees.is_none)[0][i][0])
         raise ValueError(
             f"The parameter {path} is averaged by two EMAs in `state`; each "
             "parameter may have one (one `use_ema` optimizer per part).")

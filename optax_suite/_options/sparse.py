@@ -21,7 +21,9 @@ from jax.experimental import sparse as jsparse
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 def is_row_sparse(x: Any) -> bool:
@@ -66,7 +68,7 @@ def check_row_sparse(tree: Any, params: Any = None) -> None:
       raise ValueError(
           f"Row-sparse gradient at {name}: its shape {tuple(g.shape)} is not "
           f"the parameter's shape {tuple(jnp.shape(p))}")
-    if _common.is_concrete(g.indices) and g.indices.size:
+    if _checks.is_concrete(g.indices) and g.indices.size:
       lo, hi = int(jnp.min(g.indices)), int(jnp.max(g.indices))
       if lo < 0 or hi >= g.shape[0]:
         raise ValueError(
@@ -74,7 +76,7 @@ def check_row_sparse(tree: Any, params: Any = None) -> None:
             f"[0, {g.shape[0]}). Received indices from {lo} to {hi}")
 
 
-def _row_ids(g) -> jax.Array:
+def row_ids(g) -> jax.Array:
   """The rows of ``g``, any out-of-range row mapped to ``rows`` (dropped)."""
   ids = g.indices[:, 0]
   rows = g.shape[0]
@@ -86,7 +88,7 @@ def densify(tree: Any) -> Any:
   def leaf(g):
     if not is_row_sparse(g):
       return g
-    return jnp.zeros(g.shape, g.dtype).at[_row_ids(g)].add(
+    return jnp.zeros(g.shape, g.dtype).at[row_ids(g)].add(
         g.data, mode="drop")
   return jax.tree.map(leaf, tree, is_leaf=_leaf)
 
@@ -106,7 +108,7 @@ def unique_rows(g) -> Rows:
   binary search: on CPU this is a third of the time of ``jnp.unique``'s
   inverse, which sorts (id, position) pairs.
   """
-  ids = _row_ids(g)
+  ids = row_ids(g)
   nnz, n = ids.shape[0], g.shape[0]
   if nnz == 0:
     return Rows(ids, g.data)
@@ -269,9 +271,9 @@ class RowAccumulationState(NamedTuple):
 
 
 def _touched_slot(p):
-  if not _common.is_trainable(p) or jnp.ndim(p) != 2:
+  if not _trees.is_trainable(p) or jnp.ndim(p) != 2:
     return None
-  return _common.zeros_like(p[:, 0]) != 0  # Keeps the rows' sharding.
+  return _trees.zeros_like(p[:, 0]) != 0  # Keeps the rows' sharding.
 
 
 def accumulate_rows(
@@ -314,15 +316,15 @@ def accumulate_rows(
     >>> ox.apply_updates(table, u2)[:, 0]  # both rows, the mean gradient
     Array([-0.5,  0. , -0.5], dtype=float32)
   """
-  _common.check_int_at_least(
+  _checks.check_int_at_least(
       "gradient_accumulation_steps", gradient_accumulation_steps, 2)
   inner = optax.with_extra_args_support(inner)
   k = gradient_accumulation_steps
 
   def init_fn(params):
     return RowAccumulationState(
-        jnp.zeros([], jnp.int32), _common.slots(params),
-        _common.tree_map(_touched_slot, params), inner.init(params))
+        jnp.zeros([], jnp.int32), _trees.slots(params),
+        _trees.tree_map(_touched_slot, params), inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     is_update = (state.count + 1) % k == 0
@@ -370,7 +372,7 @@ def accumulate_rows(
           zero.append(to_bcoo(Rows(ids, jnp.full(
               (sizes[i],) + g.shape[1:], -0.0, g.dtype)), g.shape))
         else:
-          zero.append(_common.zero_update(g))
+          zero.append(_numerics.zero_update(g))
       return (jax.tree.unflatten(treedef, zero), inner_state, unions,
               jnp.zeros([], jnp.bool_))
 

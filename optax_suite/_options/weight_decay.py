@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite import _numerics
 from optax_suite import _patterns
+from optax_suite import _trees
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -30,22 +32,13 @@ class DecoupledWeightDecayState(NamedTuple):
 PATH_PREFIX = "path:"
 
 
-def _key_name(key: Any) -> str:
-  """A path entry's own name: dict key, attribute or field name, or index."""
-  for field in ("key", "name", "idx"):
-    if hasattr(key, field):
-      return str(getattr(key, field))
-  return str(key)
-
-
 def _leaf_name_and_path(path: Sequence[Any]) -> tuple[str, str]:
   """A leaf's own name (the last key of its path) and its "/"-joined path.
 
   The name plays Keras's ``variable.name`` (``"kernel"``), the path Keras's
   ``variable.path`` (``"encoder/dense/kernel"``).
   """
-  names = [_key_name(k) for k in path]
-  return (names[-1] if names else ""), "/".join(names)
+  return (_trees.key_name(path[-1]) if path else ""), _trees.path_name(path)
 
 
 def check_exclusions(patterns: Any,
@@ -132,7 +125,7 @@ def decay_mask(
   excluded = _exclusion_test(exclude_from_weight_decay)
 
   def leaf(path, p, flag):
-    if not _common.is_trainable(p):
+    if not _trees.is_trainable(p):
       return False
     if excluded is not None and excluded(*_leaf_name_and_path(path)):
       return False
@@ -144,7 +137,7 @@ def decay_mask(
 
 def add_decoupled_weight_decay(
     weight_decay: float,
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     *,
     weight_decay_mask: MaskOrFn = None,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
@@ -180,13 +173,13 @@ def add_decoupled_weight_decay(
     >>> tx.update(zero, tx.init(params), params)[0]['kernel']
     Array([-0.1], dtype=float32)
   """
-  _common.check_non_negative("weight_decay", weight_decay)
-  _common.check_learning_rate(learning_rate)
+  _checks.check_non_negative("weight_decay", weight_decay)
+  _checks.check_learning_rate(learning_rate)
 
   def leaf(p, u, flag, lr):
     if flag is False or u is None:
       return u
-    dt = _common.compute_dtype(p.dtype)
+    dt = _numerics.compute_dtype(p.dtype)
     decay = (p.astype(dt) * weight_decay) * lr.astype(dt)
     if flag is not True:
       decay = jnp.where(flag, decay, 0)
@@ -209,10 +202,10 @@ def _per_leaf_with_decay_mask(leaf, learning_rate, weight_decay_mask,
     return DecoupledWeightDecayState(jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "weight decay")
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    _trees.check_params(params, "weight decay")
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
-    updates = _common.tree_map(
+    updates = _trees.tree_map(
         lambda p, u, flag: leaf(p, u, flag, lr), params, updates, mask)
     return updates, DecoupledWeightDecayState(optax.safe_increment(state.count))
 
@@ -221,12 +214,12 @@ def _per_leaf_with_decay_mask(leaf, learning_rate, weight_decay_mask,
 
 def _negate(d):
   # Integer and boolean leaves carry a zero update of their own dtype.
-  return -d if _common.is_trainable(d) else d
+  return -d if _trees.is_trainable(d) else d
 
 
 def descend_with_weight_decay(
     weight_decay: Optional[float],
-    learning_rate: _common.ScalarOrSchedule,
+    learning_rate: _numerics.ScalarOrSchedule,
     *,
     weight_decay_mask: MaskOrFn = None,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
@@ -252,15 +245,15 @@ def descend_with_weight_decay(
     An ``optax.GradientTransformation``; it needs ``params`` with decay.
   """
   if weight_decay is None:
-    return optax.stateless(lambda u, params: _common.tree_map(_negate, u))
-  _common.check_non_negative("weight_decay", weight_decay)
+    return optax.stateless(lambda u, params: _trees.tree_map(_negate, u))
+  _checks.check_non_negative("weight_decay", weight_decay)
 
   def leaf(p, d, flag, lr):
     if d is None:
       return None
     if flag is False:
       return _negate(d)
-    dt = _common.compute_dtype(p.dtype)
+    dt = _numerics.compute_dtype(p.dtype)
     w = p.astype(dt)
     w1 = decayed_weight(w, flag, weight_decay, lr.astype(dt))
     return ((w1 - d.astype(dt)) - w).astype(d.dtype)
@@ -289,14 +282,14 @@ def decay_flags(params: Any, weight_decay: Optional[float],
                 ) -> Any:
   """:func:`decay_mask`, or False at every leaf without decay."""
   if weight_decay is None:
-    return _common.tree_map(lambda _: False, params)
+    return _trees.tree_map(lambda _: False, params)
   return decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
 
 
 def with_decayed_params(
     inner: optax.GradientTransformation,
     weight_decay: Optional[float],
-    learning_rate: _common.ScalarOrSchedule,
+    learning_rate: _numerics.ScalarOrSchedule,
     *,
     weight_decay_mask: MaskOrFn = None,
     exclude_from_weight_decay: Optional[Sequence[str]] = None,
@@ -328,7 +321,7 @@ def with_decayed_params(
   def decayed(p, flag):
     if flag is False or p is None:
       return p
-    dt = _common.compute_dtype(p.dtype)
+    dt = _numerics.compute_dtype(p.dtype)
     # The barrier keeps XLA from merging this decayed weight with the one
     # `descend_with_weight_decay` forms: merged, it would have two consumers
     # and be written to a parameter-sized temporary on every step.
@@ -338,9 +331,9 @@ def with_decayed_params(
         w, flag, weight_decay, jnp.asarray(learning_rate).astype(dt))
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "weight decay")
+    _trees.check_params(params, "weight decay")
     mask = decay_mask(params, weight_decay_mask, exclude_from_weight_decay)
     return inner.update(updates, state,
-                        _common.tree_map(decayed, params, mask))
+                        _trees.tree_map(decayed, params, mask))
 
   return optax.GradientTransformation(inner.init, update_fn)

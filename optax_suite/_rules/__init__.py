@@ -1,40 +1,8 @@
 """The update rules, one module each.
 
-Each module holds a ``scale_by_<rule>`` transformation, its typed state, the
-factory with Keras's signature built on it, and its ``KERAS`` spec (Keras
-class name, config keys, slot layout). ``REGISTRY`` maps each Keras class
-name to its spec; configs and Keras state import read it, so a new rule is
-registered by adding its module here.
+Each module holds a ``scale_by_<rule>`` transformation and its typed state.
+It imports the checks, tree helpers and options below it, and nothing of
+the optimizer assembly: the factories with Keras's signatures are in
+``optax_suite._factories``. (Keras's AdamW is Adam's rule with the base
+weight decay, so it has no module here.)
 """
-
-from optax_suite._rules import adadelta
-from optax_suite._rules import adafactor
-from optax_suite._rules import adagrad
-from optax_suite._rules import adam
-from optax_suite._rules import adamax
-from optax_suite._rules import adamw
-from optax_suite._rules import ftrl
-from optax_suite._rules import lamb
-from optax_suite._rules import lion
-from optax_suite._rules import muon
-from optax_suite._rules import nadam
-from optax_suite._rules import rmsprop
-from optax_suite._rules import schedule_free_adamw
-from optax_suite._rules import sgd
-
-REGISTRY = {m.KERAS.class_name: m.KERAS for m in (
-    adadelta,
-    adagrad,
-    adam,
-    adamax,
-    adamw,
-    lion,
-    muon,
-    lamb,
-    nadam,
-    adafactor,
-    ftrl,
-    rmsprop,
-    schedule_free_adamw,
-    sgd,
-)}

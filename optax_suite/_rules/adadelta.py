@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import sparse as _sparse
 
 
@@ -29,7 +30,7 @@ class ScaleByAdadeltaState(NamedTuple):
 
 
 def scale_by_adadelta(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     rho: float = 0.95,
     epsilon: float = 1e-7,
     *,
@@ -70,26 +71,26 @@ def scale_by_adadelta(
     >>> updates['w']
     Array([-0.00141421,  0.00141421], dtype=float32)
   """
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("rho", rho)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("rho", rho)
+  _checks.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
     return ScaleByAdadeltaState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype),
-        _common.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     one_minus_rho = 1 - rho
 
     def leaf(acc_g, g, acc_dx):
       if acc_g is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, ag, ad = g.astype(dt), acc_g.astype(dt), acc_dx.astype(dt)
       ag = rho * ag + one_minus_rho * jnp.square(g32)
       delta = (jnp.sqrt(ad + epsilon) * g32) / jnp.sqrt(ag + epsilon)
@@ -98,64 +99,10 @@ def scale_by_adadelta(
       return (step.astype(g.dtype), ag.astype(acc_g.dtype),
               ad.astype(acc_dx.dtype))
 
-    step, acc_g, acc_dx = _common.tree_map_n(
+    step, acc_g, acc_dx = _trees.tree_map_n(
         leaf, 3, state.accumulated_grad, updates, state.accumulated_delta_var)
     return step, ScaleByAdadeltaState(
         optax.safe_increment(state.count), acc_g, acc_dx)
 
   tx = optax.GradientTransformation(init_fn, update_fn)
   return _sparse.lazy_rows(tx) if lazy_rows else tx
-
-
-@_optimizer.with_base_doc
-def adadelta(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    rho: float = 0.95,
-    epsilon: float = 1e-7,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Adadelta``: the update rule of :func:`scale_by_adadelta`.
-
-  Args:
-    learning_rate: the learning rate (see below); 1.0 is the paper's form.
-    rho: decay rate of both running averages, in [0, 1).
-    epsilon: added under both square roots.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.adadelta(learning_rate=1.0)
-    >>> params = jnp.zeros(2)
-    >>> updates, _ = opt.update(jnp.array([1.0, -1.0]), opt.init(params))
-    >>> updates
-    Array([-0.00141421,  0.00141421], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_adadelta(lr, rho, epsilon)
-  return _optimizer.build(KERAS, "adadelta", rule, arguments)
-
-
-def _keras_slots(keras_optimizer):
-  del keras_optimizer
-  return [[("accumulated_grad", "accumulated_grad"),
-           ("accumulated_delta_var", "accumulated_delta_var")]]
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Adadelta", factory=adadelta, own_keys=("rho", "epsilon"),
-    state_class=ScaleByAdadeltaState, slot_groups=_keras_slots)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -28,15 +29,15 @@ class ScaleByAdagradState(NamedTuple):
 
 def _filled(p: Any, value: Any, dtype: Any) -> Any:
   """A slot holding `value`, on `p`'s sharding (None for untrained leaves)."""
-  zero = _common.zeros_like(p, dtype)
+  zero = _trees.zeros_like(p, dtype)
   if zero is None:
     return None
-  return (zero.astype(_common.compute_dtype(zero.dtype)) + value).astype(
+  return (zero.astype(_numerics.compute_dtype(zero.dtype)) + value).astype(
       zero.dtype)
 
 
 def scale_by_adagrad(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     initial_accumulator_value: float = 0.1,
     epsilon: float = 1e-7,
     *,
@@ -75,87 +76,34 @@ def scale_by_adagrad(
     >>> optax.apply_updates(params, updates)['w']  # 1 - 0.1 * 0.3 / sqrt(0.19)
     Array([ 0.9311753, -1.9311752], dtype=float32)
   """
-  _common.check_learning_rate(learning_rate)
-  _common.check_non_negative(
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_non_negative(
       "initial_accumulator_value", initial_accumulator_value)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
     return ScaleByAdagradState(
         jnp.zeros([], jnp.int32),
-        _common.tree_map(
+        _trees.tree_map(
             lambda p: _filled(p, initial_accumulator_value, slot_dtype),
             params),
     )
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
 
     def leaf(a, g):
       if a is None:
-        return _common.zero_update(g), None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None
+      dt = _numerics.compute_dtype(g.dtype)
       g32 = g.astype(dt)
       a32 = a.astype(dt) + jnp.square(g32)
       u = (lr.astype(dt) * g32) / jnp.sqrt(a32 + epsilon)
       return u.astype(g.dtype), a32.astype(a.dtype)
 
-    u, accumulator = _common.tree_map_n(leaf, 2, state.accumulator, updates)
+    u, accumulator = _trees.tree_map_n(leaf, 2, state.accumulator, updates)
     return u, ScaleByAdagradState(
         optax.safe_increment(state.count), accumulator)
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-@_optimizer.with_base_doc
-def adagrad(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    initial_accumulator_value: float = 0.1,
-    epsilon: float = 1e-7,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Adagrad``: the update rule of :func:`scale_by_adagrad`.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    initial_accumulator_value: starting value of the sum of squared
-      gradients, >= 0.
-    epsilon: added under the square root, as in Keras.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.adagrad(learning_rate=0.1, initial_accumulator_value=0.0)
-    >>> params = {'w': jnp.array([1.0, -1.0])}
-    >>> state = opt.init(params)
-    >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.0])},
-    ...                                      state, params)
-    >>> optax.apply_updates(params, updates)['w']  # a step of lr * sign(g)
-    Array([ 0.9, -1. ], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_adagrad(lr, initial_accumulator_value, epsilon)
-  return _optimizer.build(KERAS, "adagrad", rule, arguments)
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Adagrad", factory=adagrad,
-    own_keys=("initial_accumulator_value", "epsilon"),
-    state_class=ScaleByAdagradState,
-    slot_groups=lambda keras_optimizer: [[("accumulator", "accumulator")]])

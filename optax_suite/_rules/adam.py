@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import sparse as _sparse
 
 
@@ -30,7 +31,7 @@ class ScaleByAdamState(NamedTuple):
 
 
 def scale_by_adam(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-7,
@@ -78,23 +79,23 @@ def scale_by_adam(
     >>> optax.apply_updates(params, updates)['w']
     Array([ 0.9000013, -1.9000013], dtype=float32)
   """
-  _common.check_flag("amsgrad", amsgrad)
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("beta_1", beta_1)
-  _common.check_unit_interval("beta_2", beta_2)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_flag("amsgrad", amsgrad)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("beta_1", beta_1)
+  _checks.check_unit_interval("beta_2", beta_2)
+  _checks.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
     return ScaleByAdamState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype),
-        _common.slots(params, slot_dtype),
-        _common.slots(params, slot_dtype) if amsgrad else None,
+        _trees.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype) if amsgrad else None,
     )
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     t = (state.count + 1).astype(jnp.float32)
     b1_power = jnp.power(jnp.asarray(beta_1, jnp.float32), t)
     b2_power = jnp.power(jnp.asarray(beta_2, jnp.float32), t)
@@ -103,8 +104,8 @@ def scale_by_adam(
 
     def leaf(m, g, v, v_hat):
       if m is None:
-        return _common.zero_update(g), None, None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, m32, v32 = g.astype(dt), m.astype(dt), v.astype(dt)
       m32 = m32 + (g32 - m32) * one_minus_b1
       v32 = v32 + (jnp.square(g32) - v32) * one_minus_b2
@@ -116,8 +117,8 @@ def scale_by_adam(
       u = (m32 * alpha.astype(dt)) / (jnp.sqrt(denom_v) + epsilon)
       return u.astype(g.dtype), m32.astype(m.dtype), v32.astype(v.dtype), v_hat
 
-    nu_hat = state.nu_hat if amsgrad else _common.nones_like(state.mu)
-    u, mu, nu, nu_hat = _common.tree_map_n(
+    nu_hat = state.nu_hat if amsgrad else _trees.nones_like(state.mu)
+    u, mu, nu, nu_hat = _trees.tree_map_n(
         leaf, 4, state.mu, updates, state.nu, nu_hat)
     return u, ScaleByAdamState(
         optax.safe_increment(state.count), mu, nu, nu_hat if amsgrad else None
@@ -125,65 +126,3 @@ def scale_by_adam(
 
   tx = optax.GradientTransformation(init_fn, update_fn)
   return _sparse.lazy_rows(tx) if lazy_rows else tx
-
-
-@_optimizer.with_base_doc
-def adam(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    amsgrad: bool = False,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Adam``: the update rule of :func:`scale_by_adam`.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    beta_1: decay rate of the first moment, in [0, 1).
-    beta_2: decay rate of the second moment, in [0, 1).
-    epsilon: Keras's epsilon hat, added to ``sqrt(v)``.
-    amsgrad: use the AMSGrad maximum of the second moment.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.adam(learning_rate=0.1, global_clipnorm=1.0)
-    >>> params = {'w': jnp.array([1.0, -1.0])}
-    >>> state = opt.init(params)
-    >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.0])},
-    ...                                      state, params)
-    >>> optax.apply_updates(params, updates)['w']
-    Array([ 0.900001, -1.      ], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_adam(lr, beta_1, beta_2, epsilon, amsgrad)
-  return _optimizer.build(KERAS, "adam", rule, arguments)
-
-
-def _keras_slots(keras_optimizer):
-  groups = [[("momentum", "mu"), ("velocity", "nu")]]
-  if keras_optimizer.amsgrad:
-    groups.append([("velocity_hat", "nu_hat")])
-  return groups
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Adam", factory=adam,
-    own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
-    state_class=ScaleByAdamState, slot_groups=_keras_slots)

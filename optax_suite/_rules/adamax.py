@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import sparse as _sparse
 
 
@@ -29,7 +30,7 @@ class ScaleByAdamaxState(NamedTuple):
 
 
 def scale_by_adamax(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-7,
@@ -75,29 +76,29 @@ def scale_by_adamax(
     >>> optax.apply_updates(params, updates)['w']
     Array([ 0.90000004, -2.        ], dtype=float32)
   """
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("beta_1", beta_1)
-  _common.check_unit_interval("beta_2", beta_2)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("beta_1", beta_1)
+  _checks.check_unit_interval("beta_2", beta_2)
+  _checks.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
     return ScaleByAdamaxState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype),
-        _common.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     t = (state.count + 1).astype(jnp.float32)
     one_minus_b1_power = 1 - jnp.power(jnp.asarray(beta_1, jnp.float32), t)
     one_minus_b1 = 1 - beta_1
 
     def leaf(m, g, u):
       if m is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, m32, u32 = g.astype(dt), m.astype(dt), u.astype(dt)
       m32 = m32 + (g32 - m32) * one_minus_b1
       u32 = jnp.maximum(beta_2 * u32, jnp.abs(g32))
@@ -105,67 +106,8 @@ def scale_by_adamax(
           one_minus_b1_power.astype(dt) * (u32 + epsilon))
       return step.astype(g.dtype), m32.astype(m.dtype), u32.astype(u.dtype)
 
-    step, m, u = _common.tree_map_n(leaf, 3, state.m, updates, state.u)
+    step, m, u = _trees.tree_map_n(leaf, 3, state.m, updates, state.u)
     return step, ScaleByAdamaxState(optax.safe_increment(state.count), m, u)
 
   tx = optax.GradientTransformation(init_fn, update_fn)
   return _sparse.lazy_rows(tx) if lazy_rows else tx
-
-
-@_optimizer.with_base_doc
-def adamax(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Adamax``: the update rule of :func:`scale_by_adamax`.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    beta_1: decay rate of the first moment, in [0, 1).
-    beta_2: decay rate of the infinity norm, in [0, 1).
-    epsilon: added to the norm, inside the bias correction.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.adamax(learning_rate=0.1, gradient_accumulation_steps=2)
-    >>> params = jnp.array([1.0, -1.0])
-    >>> state = opt.init(params)
-    >>> for g in ([1.0, 0.0], [3.0, 0.0]):
-    ...   updates, state = opt.update(jnp.array(g), state, params)
-    ...   params = optax.apply_updates(params, updates)
-    >>> params
-    Array([ 0.90000004, -1.        ], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_adamax(lr, beta_1, beta_2, epsilon)
-  return _optimizer.build(KERAS, "adamax", rule, arguments)
-
-
-def _keras_slots(keras_optimizer):
-  del keras_optimizer
-  return [[("momentum", "m"), ("norm", "u")]]
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Adamax", factory=adamax,
-    own_keys=("beta_1", "beta_2", "epsilon"),
-    state_class=ScaleByAdamaxState, slot_groups=_keras_slots)

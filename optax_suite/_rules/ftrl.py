@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -33,7 +34,7 @@ class ScaleByFtrlState(NamedTuple):
 
 
 def scale_by_ftrl(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     learning_rate_power: float = -0.5,
     initial_accumulator_value: float = 0.1,
     l1_regularization_strength: float = 0.0,
@@ -107,8 +108,8 @@ def scale_by_ftrl(
     >>> optax.apply_updates(w, updates)  # -z / (sqrt(n') / lr)
     Array([-0.3796767,  0.       ], dtype=float32)
   """
-  _common.check_learning_rate(learning_rate)
-  _common.check_non_positive("learning_rate_power", learning_rate_power)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_non_positive("learning_rate_power", learning_rate_power)
   for name, value in (
       ("initial_accumulator_value", initial_accumulator_value),
       ("l1_regularization_strength", l1_regularization_strength),
@@ -116,28 +117,28 @@ def scale_by_ftrl(
       ("l2_shrinkage_regularization_strength",
        l2_shrinkage_regularization_strength),
       ("beta", beta)):
-    _common.check_non_negative(name, value)
+    _checks.check_non_negative(name, value)
   if weight_decay is not None:
-    _common.check_non_negative("weight_decay", weight_decay)
+    _checks.check_non_negative("weight_decay", weight_decay)
 
   def init_fn(params):
     def accumulator(p):
       # A float16 sum of squares leaves float16's range (65504) after a few
       # gradients of 100 (Keras's float16 Ftrl goes NaN): keep it in float32.
-      dtype = slot_dtype or (jnp.float32 if _common.is_trainable(p) and
+      dtype = slot_dtype or (jnp.float32 if _trees.is_trainable(p) and
                              p.dtype == jnp.float16 else None)
-      zero = _common.zeros_like(p, dtype)
+      zero = _trees.zeros_like(p, dtype)
       return None if zero is None else zero + jnp.asarray(
           initial_accumulator_value, zero.dtype)
     return ScaleByFtrlState(
         jnp.zeros([], jnp.int32),
-        _common.tree_map(accumulator, params),
-        _common.slots(params, slot_dtype),
+        _trees.tree_map(accumulator, params),
+        _trees.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "Ftrl (it reads the weights)")
-    lr_decay = _common.learning_rate_at(learning_rate, state.count)
+    _trees.check_params(params, "Ftrl (it reads the weights)")
+    lr_decay = _numerics.learning_rate_at(learning_rate, state.count)
     # Keras's lr is a variable; a constant one would let XLA turn `/ lr`
     # into `* (1 / lr)`, which rounds differently. The barrier keeps `/ lr`.
     lr = jax.lax.optimization_barrier(lr_decay)
@@ -156,8 +157,8 @@ def scale_by_ftrl(
 
     def leaf(n, g, z, w, flag):
       if n is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, n32, z32 = g.astype(dt), n.astype(dt), z.astype(dt)
       # The weight Keras's update step reads (decayed when decay is on) is
       # read twice: by the linear term and by the returned step. Formed once,
@@ -177,85 +178,9 @@ def scale_by_ftrl(
       return ((w_out - w_new).astype(g.dtype), n_new.astype(n.dtype),
               z32.astype(z.dtype))
 
-    step, accumulator, linear = _common.tree_map_n(
+    step, accumulator, linear = _trees.tree_map_n(
         leaf, 3, state.accumulator, updates, state.linear, params, decays)
     return step, ScaleByFtrlState(
         optax.safe_increment(state.count), accumulator, linear)
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-@_optimizer.with_base_doc
-def ftrl(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    learning_rate_power: float = -0.5,
-    initial_accumulator_value: float = 0.1,
-    l1_regularization_strength: float = 0.0,
-    l2_regularization_strength: float = 0.0,
-    l2_shrinkage_regularization_strength: float = 0.0,
-    beta: float = 0.0,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Ftrl``: the update rule of :func:`scale_by_ftrl`.
-
-  The rule reads the weights after Keras's decoupled weight decay, as Keras's
-  ``update_step`` does, so ``update`` always needs ``params``.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    learning_rate_power: <= 0; the per-coordinate rate is
-      ``lr / n ** -learning_rate_power`` (0: fixed).
-    initial_accumulator_value: starting value of the squared-gradient sum.
-    l1_regularization_strength: L1 strength, >= 0.
-    l2_regularization_strength: L2 (stabilization) strength, >= 0.
-    l2_shrinkage_regularization_strength: L2 magnitude penalty added to the
-      gradient in the linear term only, >= 0.
-    beta: the paper's beta, entering as ``l2 + beta / (2 * lr)``.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.ftrl(learning_rate=0.5, l1_regularization_strength=0.1)
-    >>> params = {'w': jnp.array([1.0, -1.0])}
-    >>> state = opt.init(params)
-    >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.05])},
-    ...                                      state, params)
-    >>> optax.apply_updates(params, updates)['w']  # |z| <= l1 gives 0
-    Array([0.32526815, 0.        ], dtype=float32)
-  """
-  arguments = dict(locals())
-
-  def rule(lr):
-    return scale_by_ftrl(
-        lr, learning_rate_power, initial_accumulator_value,
-        l1_regularization_strength, l2_regularization_strength,
-        l2_shrinkage_regularization_strength, beta,
-        weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
-        exclude_from_weight_decay=exclude_from_weight_decay)
-
-  return _optimizer.build(KERAS, "ftrl", rule, arguments)
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Ftrl", factory=ftrl,
-    own_keys=("learning_rate_power", "initial_accumulator_value",
-              "l1_regularization_strength", "l2_regularization_strength",
-              "l2_shrinkage_regularization_strength", "beta"),
-    state_class=ScaleByFtrlState,
-    slot_groups=lambda keras_optimizer: [[("accumulator", "accumulator"),
-                                          ("linear", "linear")]])

@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -31,7 +32,7 @@ class ScaleByLambState(NamedTuple):
 
 
 def scale_by_lamb(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-7,
@@ -87,23 +88,23 @@ def scale_by_lamb(
     >>> optax.apply_updates(params, updates)['w']  # |w| = 5: steps of 0.1 * 5
     Array([ 2.6464467, -3.6464467], dtype=float32)
   """
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("beta_1", beta_1)
-  _common.check_unit_interval("beta_2", beta_2)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("beta_1", beta_1)
+  _checks.check_unit_interval("beta_2", beta_2)
+  _checks.check_non_negative("epsilon", epsilon)
   if weight_decay is not None:
-    _common.check_non_negative("weight_decay", weight_decay)
+    _checks.check_non_negative("weight_decay", weight_decay)
 
   def init_fn(params):
     return ScaleByLambState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype),
-        _common.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "Lamb's trust ratio (the weights' norm)")
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    _trees.check_params(params, "Lamb's trust ratio (the weights' norm)")
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     t = (state.count + 1).astype(jnp.float32)
     b1_power = jnp.power(jnp.asarray(beta_1, jnp.float32), t)
     b2_power = jnp.power(jnp.asarray(beta_2, jnp.float32), t)
@@ -113,8 +114,8 @@ def scale_by_lamb(
 
     def leaf(m, g, v, w, flag):
       if m is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, m32, v32, w32 = (x.astype(dt) for x in (g, m, v, w))
       if flag is not False:  # The variable Keras's update step reads.
         # Keras decays first and reads the decayed weight. The barrier keeps
@@ -135,72 +136,8 @@ def scale_by_lamb(
       u = (ratio * lr.astype(dt)) * r
       return u.astype(g.dtype), m32.astype(m.dtype), v32.astype(v.dtype)
 
-    u, mu, nu = _common.tree_map_n(
+    u, mu, nu = _trees.tree_map_n(
         leaf, 3, state.mu, updates, state.nu, params, decays)
     return u, ScaleByLambState(optax.safe_increment(state.count), mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-@_optimizer.with_base_doc
-def lamb(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Lamb``: the update rule of :func:`scale_by_lamb`.
-
-  ``update`` always needs ``params`` (the trust ratio reads the weights).
-  ``weight_decay`` is Keras's base decoupled decay, applied to the weights
-  before the step and outside the trust ratio (not optax's ``lamb`` decay,
-  which goes inside it).
-
-  Args:
-    learning_rate: the learning rate (see below).
-    beta_1: decay rate of the first moment, in [0, 1).
-    beta_2: decay rate of the second moment, in [0, 1).
-    epsilon: added after the square root (Keras's default 1e-7).
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.lamb(learning_rate=0.1)
-    >>> params = {'w': jnp.array([3.0, -4.0])}
-    >>> state = opt.init(params)
-    >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.0])},
-    ...                                      state, params)
-    >>> optax.apply_updates(params, updates)['w']  # a step of 0.1 * |w|
-    Array([ 2.5, -4. ], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_lamb(
-      lr, beta_1, beta_2, epsilon, weight_decay=weight_decay,
-      weight_decay_mask=weight_decay_mask,
-      exclude_from_weight_decay=exclude_from_weight_decay)
-  return _optimizer.build(KERAS, "lamb", rule, arguments)
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Lamb", factory=lamb,
-    own_keys=("beta_1", "beta_2", "epsilon"),
-    state_class=ScaleByLambState,
-    slot_groups=lambda keras_optimizer: [[("momentum", "mu"),
-                                          ("velocity", "nu")]],
-    row_separable=False)

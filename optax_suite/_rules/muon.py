@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
 from optax_suite import _patterns
+from optax_suite import _trees
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -34,21 +35,18 @@ class ScaleByMuonState(NamedTuple):
   nu: optax.Updates  # like params, Adam's 2nd moment; None on Muon leaves.
 
 
-path_name = _common.path_name  # Keras-style "/"-joined key paths.
-
-
 def uses_newton_schulz(path: str, leaf: Any, exclude_layers=None,
                        exclude_embeddings: bool = True) -> bool:
   """Whether Muon orthogonalizes this leaf (else Keras's Adam branch runs).
 
   As Keras's ``Muon._should_use_adamw``, with ``path`` (see
-  :func:`path_name`) where Keras reads ``variable.path``: a floating leaf of
+  ``_trees.path_name``) where Keras reads ``variable.path``: a floating leaf of
   rank 2 takes the Newton-Schulz branch unless ``exclude_embeddings`` is on
   and ``"embedding"`` is in the lower-cased path (Keras's ``Embedding``
   layer's ``embedding/embeddings``, Flax's ``Embed`` param ``embedding``), or
   a pattern of ``exclude_layers`` is found (``re.search``) in the path.
   """
-  if not _common.is_trainable(leaf) or jnp.ndim(leaf) != 2:
+  if not _trees.is_trainable(leaf) or jnp.ndim(leaf) != 2:
     return False
   if exclude_embeddings and "embedding" in path.lower():
     return False
@@ -60,7 +58,7 @@ def _route(tree, exclude_layers, exclude_embeddings):
   """A tree of booleans, True on the leaves of the Newton-Schulz branch."""
   return jax.tree_util.tree_map_with_path(
       lambda path, x: uses_newton_schulz(
-          path_name(path), x, exclude_layers, exclude_embeddings),
+          _trees.path_name(path), x, exclude_layers, exclude_embeddings),
       tree, is_leaf=lambda x: x is None)
 
 
@@ -103,7 +101,7 @@ def newton_schulz(x: jax.Array, a: float, b: float, c: float,
 
 
 def scale_by_muon(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     adam_beta_1: float = 0.9,
     adam_beta_2: float = 0.999,
     epsilon: float = 1e-7,
@@ -180,8 +178,8 @@ def scale_by_muon(
     Array([[-0.07, -0.  ],
            [-0.  , -0.11]], dtype=float32)
   """
-  _common.check_flag("exclude_embeddings", exclude_embeddings)
-  _common.check_flag("nesterov", nesterov)
+  _checks.check_flag("exclude_embeddings", exclude_embeddings)
+  _checks.check_flag("nesterov", nesterov)
   check_muon_arguments(
       learning_rate=learning_rate, adam_beta_1=adam_beta_1,
       adam_beta_2=adam_beta_2, epsilon=epsilon, exclude_layers=exclude_layers,
@@ -193,14 +191,14 @@ def scale_by_muon(
     route = _route(params, exclude_layers, exclude_embeddings)
     return ScaleByMuonState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype),
-        _common.tree_map(
-            lambda p, ns: None if ns else _common.zeros_like(p, slot_dtype),
+        _trees.slots(params, slot_dtype),
+        _trees.tree_map(
+            lambda p, ns: None if ns else _trees.zeros_like(p, slot_dtype),
             params, route))
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     adam_lr = lr * adam_lr_ratio
     t = (state.count + 1).astype(jnp.float32)
     b1_power = jnp.power(jnp.asarray(adam_beta_1, jnp.float32), t)
@@ -211,8 +209,8 @@ def scale_by_muon(
 
     def leaf(m, g, v):
       if m is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, m32 = g.astype(dt), m.astype(dt)
       if v is not None:  # Adam branch (Keras: a velocity slot exists).
         v32 = v.astype(dt)
@@ -228,7 +226,7 @@ def scale_by_muon(
         u = u * jnp.sqrt(jnp.asarray(max(g.shape), dt)) * rms_rate
       return u.astype(g.dtype), m32.astype(m.dtype), None
 
-    u, mu, nu = _common.tree_map_n(leaf, 3, state.mu, updates, state.nu)
+    u, mu, nu = _trees.tree_map_n(leaf, 3, state.mu, updates, state.nu)
     return u, ScaleByMuonState(optax.safe_increment(state.count), mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -238,21 +236,21 @@ def check_muon_arguments(*, learning_rate, adam_beta_1, adam_beta_2, epsilon,
                          exclude_layers, muon_a, muon_b, muon_c, adam_lr_ratio,
                          momentum, ns_steps, rms_rate) -> None:
   """Construction-time checks of Muon's own arguments."""
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("adam_beta_1", adam_beta_1)
-  _common.check_unit_interval("adam_beta_2", adam_beta_2)
-  _common.check_non_negative("epsilon", epsilon)
-  _common.check_unit_interval("momentum", momentum)
-  _common.check_non_negative("adam_lr_ratio", adam_lr_ratio)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("adam_beta_1", adam_beta_1)
+  _checks.check_unit_interval("adam_beta_2", adam_beta_2)
+  _checks.check_non_negative("epsilon", epsilon)
+  _checks.check_unit_interval("momentum", momentum)
+  _checks.check_non_negative("adam_lr_ratio", adam_lr_ratio)
   for name, value in (("muon_a", muon_a), ("muon_b", muon_b),
                       ("muon_c", muon_c)):
-    _common.check_number(name, value)
-    if _common.is_concrete(value) and not math.isfinite(float(value)):
+    _checks.check_number(name, value)
+    if _checks.is_concrete(value) and not math.isfinite(float(value)):
       raise ValueError(
           f"`{name}` must be a finite number. Received: {name}={value!r}")
-  _common.check_int_at_least("ns_steps", ns_steps, 0)
+  _checks.check_int_at_least("ns_steps", ns_steps, 0)
   if rms_rate is not None:
-    _common.check_non_negative("rms_rate", rms_rate)
+    _checks.check_non_negative("rms_rate", rms_rate)
   if exclude_layers is not None and (
       isinstance(exclude_layers, str)
       or not all(isinstance(s, str) for s in exclude_layers)):
@@ -262,7 +260,7 @@ def check_muon_arguments(*, learning_rate, adam_beta_1, adam_beta_2, epsilon,
   _patterns.check_patterns(exclude_layers, "exclude_layers")  # RE2, linear.
 
 
-def _with_muon_decay(rule, lr, weight_decay, adam_weight_decay, route_args,
+def with_muon_decay(rule, lr, weight_decay, adam_weight_decay, route_args,
                      weight_decay_mask, exclude_from_weight_decay):
   """``rule`` followed by Keras Muon's decay, with ``rule``'s own state.
 
@@ -276,7 +274,7 @@ def _with_muon_decay(rule, lr, weight_decay, adam_weight_decay, route_args,
     return rule
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "weight decay")
+    _trees.check_params(params, "weight decay")
     updates, state = rule.update(updates, state, params)
     route = _route(params, *route_args)
     mask = _weight_decay.decay_mask(params, weight_decay_mask,
@@ -286,135 +284,13 @@ def _with_muon_decay(rule, lr, weight_decay, adam_weight_decay, route_args,
       rate = weight_decay if newton_schulz_leaf else adam_weight_decay
       if d is None or flag is False or rate is None:
         return d
-      dt = _common.compute_dtype(p.dtype)
+      dt = _numerics.compute_dtype(p.dtype)
       w = p.astype(dt)
       w1 = w - (w * rate) * lr.astype(dt)
       if flag is not True:
         w1 = jnp.where(flag, w1, w)
       return (w - (w1 - d.astype(dt))).astype(d.dtype)
 
-    return _common.tree_map(leaf, params, updates, route, mask), state
+    return _trees.tree_map(leaf, params, updates, route, mask), state
 
   return optax.GradientTransformation(rule.init, update_fn)
-
-
-@_optimizer.with_base_doc
-def muon(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    adam_beta_1: float = 0.9,
-    adam_beta_2: float = 0.999,
-    adam_weight_decay: Optional[float] = 0.004,
-    epsilon: float = 1e-7,
-    weight_decay: Optional[float] = 0.004,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    exclude_layers: Optional[Sequence[str]] = None,
-    exclude_embeddings: bool = True,
-    muon_a: float = 3.4445,
-    muon_b: float = -4.7750,
-    muon_c: float = 2.0315,
-    adam_lr_ratio: float = 1,
-    momentum: float = 0.95,
-    ns_steps: int = 5,
-    nesterov: bool = True,
-    rms_rate: Optional[float] = 0.2,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Muon``: the update rule of :func:`scale_by_muon`.
-
-  A leaf's path is its key path joined with ``"/"`` as Keras joins layer
-  paths (``"encoder/dense/kernel"``); it stands for Keras's
-  ``variable.path`` in ``exclude_layers`` and ``exclude_embeddings``.
-  Rank-2 leaves not excluded are orthogonalized (Newton-Schulz); the others
-  take the Adam branch. Weight decay follows Keras's ``Muon``:
-  ``weight_decay`` on the Newton-Schulz leaves and ``adam_weight_decay`` on
-  the Adam leaves, each with the full learning rate, each skipped when None,
-  both subject to ``exclude_from_weight_decay`` / ``weight_decay_mask``.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    adam_beta_1: Adam branch's first-moment decay, in [0, 1).
-    adam_beta_2: Adam branch's second-moment decay, in [0, 1).
-    adam_weight_decay: decoupled decay of the Adam-branch leaves, or None.
-    epsilon: Adam branch's epsilon hat.
-    exclude_layers: regular expressions searched in each leaf's path; a
-      match takes the Adam branch.
-    exclude_embeddings: leaves with "embedding" in their (lower-cased) path
-      take the Adam branch.
-    muon_a: Newton-Schulz coefficient ``a``.
-    muon_b: Newton-Schulz coefficient ``b``.
-    muon_c: Newton-Schulz coefficient ``c``.
-    adam_lr_ratio: the Adam branch's learning rate over ``learning_rate``.
-    momentum: the Muon branch's momentum, in [0, 1).
-    ns_steps: number of Newton-Schulz iterations.
-    nesterov: Nesterov momentum in the Muon branch.
-    rms_rate: Moonlight's scale ``sqrt(max(rows, cols)) * rms_rate`` of the
-      Muon step, or None for none.
-  {base}
-  Here ``weight_decay`` applies to the Newton-Schulz leaves only (above).
-
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.muon(learning_rate=0.1, weight_decay=None,
-    ...               adam_weight_decay=None, rms_rate=None)
-    >>> params = {'w': jnp.eye(2), 'b': jnp.ones(2)}
-    >>> grads = {'w': jnp.array([[1.0, 0.0], [0.0, 2.0]]),
-    ...          'b': jnp.array([1.0, -1.0])}
-    >>> updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
-    >>> optax.apply_updates(params, updates)['b']
-    Array([0.900001, 1.099999], dtype=float32)
-  """
-  arguments = dict(locals())
-  # Keras keeps `exclude_layers or []`, and writes [] in its config.
-  arguments["exclude_layers"] = list(exclude_layers or [])
-  if adam_weight_decay is not None:
-    _common.check_non_negative("adam_weight_decay", adam_weight_decay)
-  route_args = (exclude_layers, exclude_embeddings)
-
-  def rule(lr):
-    return _with_muon_decay(
-        scale_by_muon(lr, adam_beta_1, adam_beta_2, epsilon, exclude_layers,
-                      exclude_embeddings, muon_a, muon_b, muon_c,
-                      adam_lr_ratio, momentum, ns_steps, nesterov, rms_rate),
-        lr, weight_decay, adam_weight_decay, route_args, weight_decay_mask,
-        exclude_from_weight_decay)
-
-  # The decay is the rule's (two rates by branch), so the base chain gets
-  # none; the config keeps every argument as given.
-  decays = weight_decay is not None or adam_weight_decay is not None
-  return _optimizer.build(
-      KERAS, "muon", rule, arguments,
-      base=dict(weight_decay=None, exclude_from_weight_decay=None,
-                weight_decay_mask=None),
-      params_needed_for=("weight decay",) if decays else ())
-
-
-def _keras_slots(keras_optimizer):
-  # Keras adds, variable by variable, a "momentum" and, on Adam-branch
-  # variables only, a "velocity": `nu` is None on the others.
-  del keras_optimizer
-  return [[("momentum", "mu"), ("velocity", "nu")]]
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Muon", factory=muon,
-    own_keys=("adam_beta_1", "adam_beta_2", "epsilon", "exclude_layers",
-              "muon_a", "muon_b", "muon_c", "adam_lr_ratio", "momentum",
-              "ns_steps", "nesterov", "exclude_embeddings",
-              "adam_weight_decay", "rms_rate"),
-    state_class=ScaleByMuonState, slot_groups=_keras_slots,
-    partial_slots=("nu",),
-    row_separable=False)

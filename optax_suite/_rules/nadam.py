@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 class ScaleByNadamState(NamedTuple):
@@ -29,7 +30,7 @@ class ScaleByNadamState(NamedTuple):
 
 
 def scale_by_nadam(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-7,
@@ -74,22 +75,22 @@ def scale_by_nadam(
     >>> optax.apply_updates(params, updates)['w']  # the momentum schedule
     Array([ 0.8937212, -1.8937212], dtype=float32)
   """
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("beta_1", beta_1)
-  _common.check_unit_interval("beta_2", beta_2)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("beta_1", beta_1)
+  _checks.check_unit_interval("beta_2", beta_2)
+  _checks.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
     return ScaleByNadamState(
         jnp.zeros([], jnp.int32),
         jnp.ones([], jnp.float32),
-        _common.slots(params, slot_dtype),
-        _common.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
+        _trees.slots(params, slot_dtype),
     )
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     # Keras's scalars, in its order of operations (float32 throughout).
     b1 = jnp.asarray(beta_1, jnp.float32)
     b2 = jnp.asarray(beta_2, jnp.float32)
@@ -104,8 +105,8 @@ def scale_by_nadam(
 
     def leaf(m, g, v):
       if m is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, m32, v32 = g.astype(dt), m.astype(dt), v.astype(dt)
       m32 = m32 + (g32 - m32) * one_minus_b1.astype(dt)
       v32 = v32 + (jnp.square(g32) - v32) * one_minus_b2.astype(dt)
@@ -115,66 +116,8 @@ def scale_by_nadam(
       u = (m_hat * lr.astype(dt)) / (jnp.sqrt(v_hat) + epsilon)
       return u.astype(g.dtype), m32.astype(m.dtype), v32.astype(v.dtype)
 
-    u, mu, nu = _common.tree_map_n(leaf, 3, state.mu, updates, state.nu)
+    u, mu, nu = _trees.tree_map_n(leaf, 3, state.mu, updates, state.nu)
     return u, ScaleByNadamState(
         optax.safe_increment(state.count), u_product, mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-@_optimizer.with_base_doc
-def nadam(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``Nadam``: the update rule of :func:`scale_by_nadam`.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    beta_1: decay rate of the first moment, in [0, 1); the momentum
-      schedule is ``beta_1 * (1 - 0.5 * 0.96**t)``.
-    beta_2: decay rate of the second moment, in [0, 1).
-    epsilon: added after the square root, as in Keras.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.nadam(learning_rate=0.1, weight_decay=0.5)
-    >>> params = {'w': jnp.array([1.0, -1.0])}
-    >>> state = opt.init(params)
-    >>> updates, state = jax.jit(opt.update)({'w': jnp.array([2.0, 0.0])},
-    ...                                      state, params)
-    >>> optax.apply_updates(params, updates)['w']  # decay by 5%, then a step
-    Array([ 0.8437212, -0.95     ], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_nadam(lr, beta_1, beta_2, epsilon)
-  return _optimizer.build(KERAS, "nadam", rule, arguments)
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="Nadam", factory=nadam,
-    own_keys=("beta_1", "beta_2", "epsilon"),
-    state_class=ScaleByNadamState,
-    slot_groups=lambda keras_optimizer: [[("momentum", "mu"),
-                                          ("velocity", "nu")]],
-    # Keras's build adds `_u_product` last, as an unnamed "variable".
-    scalars=(("variable", "u_product"),))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax
@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import sparse as _sparse
 
 
@@ -46,7 +47,7 @@ def _uses_momentum(momentum: Any) -> bool:
 
 
 def scale_by_rmsprop(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     rho: float = 0.9,
     momentum: float = 0.0,
     epsilon: float = 1e-7,
@@ -94,34 +95,34 @@ def scale_by_rmsprop(
     >>> 10.0 + updates['w']
     Array(9.683772, dtype=float32)
   """
-  _common.check_flag("centered", centered)
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("rho", rho)
-  _common.check_unit_interval("momentum", momentum)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_flag("centered", centered)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("rho", rho)
+  _checks.check_unit_interval("momentum", momentum)
+  _checks.check_non_negative("epsilon", epsilon)
 
   def init_fn(params):
     return ScaleByRmspropState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype),
-        (_common.slots(params, slot_dtype) if _uses_momentum(momentum)
+        _trees.slots(params, slot_dtype),
+        (_trees.slots(params, slot_dtype) if _uses_momentum(momentum)
          else None),
-        _common.slots(params, slot_dtype) if centered else None,
+        _trees.slots(params, slot_dtype) if centered else None,
     )
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     one_minus_rho = 1 - rho
     has_momentum = state.momentum is not None
-    nones = _common.nones_like(state.velocity)
+    nones = _trees.nones_like(state.velocity)
     mom_in = state.momentum if has_momentum else nones
     avg_in = state.average_gradient if centered else nones
 
     def leaf(v, g, mom, avg):
       if v is None:
-        return _common.zero_update(g), None, None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, v32 = g.astype(dt), v.astype(dt)
       v32 = rho * v32 + one_minus_rho * jnp.square(g32)
       if avg is not None:
@@ -136,7 +137,7 @@ def scale_by_rmsprop(
         mom = step.astype(mom.dtype)
       return step.astype(g.dtype), v32.astype(v.dtype), mom, avg
 
-    step, velocity, mom, avg = _common.tree_map_n(
+    step, velocity, mom, avg = _trees.tree_map_n(
         leaf, 4, state.velocity, updates, mom_in, avg_in)
     return step, ScaleByRmspropState(
         optax.safe_increment(state.count),
@@ -147,70 +148,3 @@ def scale_by_rmsprop(
 
   tx = optax.GradientTransformation(init_fn, update_fn)
   return _sparse.lazy_rows(tx) if lazy_rows else tx
-
-
-@_optimizer.with_base_doc
-def rmsprop(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
-    rho: float = 0.9,
-    momentum: float = 0.0,
-    epsilon: float = 1e-7,
-    centered: bool = False,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``RMSprop``: the update rule of :func:`scale_by_rmsprop`.
-
-  Args:
-    learning_rate: the learning rate (see below); it sits inside the momentum
-      buffer, as in Keras.
-    rho: decay rate of the running averages, in [0, 1).
-    momentum: heavy-ball momentum in [0, 1); a number 0 keeps no momentum
-      slot (Keras); an injected one always has it, so it can be changed.
-    epsilon: added under the square root.
-    centered: divide by the estimated variance instead of the raw second
-      moment.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.rmsprop(learning_rate=0.1)
-    >>> params = jnp.array(10.0)
-    >>> updates, _ = opt.update(params, opt.init(params))  # d(w**2/2)/dw = w
-    >>> optax.apply_updates(params, updates)
-    Array(9.683772, dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_rmsprop(
-      lr, rho, momentum, epsilon, centered)
-  return _optimizer.build(KERAS, "rmsprop", rule, arguments)
-
-
-def _keras_slots(keras_optimizer):
-  groups = [[("velocity", "velocity")]]
-  if keras_optimizer.momentum > 0:
-    groups.append([("momentum", "momentum")])
-  if keras_optimizer.centered:
-    groups.append([("average_gradient", "average_gradient")])
-  return groups
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="RMSprop", factory=rmsprop,
-    own_keys=("rho", "momentum", "epsilon", "centered"),
-    state_class=ScaleByRmspropState, slot_groups=_keras_slots,
-    optional_slots=("momentum",))

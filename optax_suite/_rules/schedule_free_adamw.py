@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 from optax_suite._options import weight_decay as _weight_decay
 
 
@@ -41,8 +42,8 @@ class ScaleByScheduleFreeAdamwState(NamedTuple):
 
 def _check_beta_1(beta_1: Any) -> None:
   """beta_1 in (0, 1]: Keras divides by it to recover the average."""
-  _common.check_number("beta_1", beta_1)
-  v = _common._as_float(beta_1)  # pylint: disable=protected-access
+  _checks.check_number("beta_1", beta_1)
+  v = _checks.as_float(beta_1)  # pylint: disable=protected-access
   if v is not None and not (math.isfinite(v) and 0 < v <= 1):
     raise ValueError(
         "`beta_1` must be in the range (0, 1] (the average is recovered by "
@@ -51,7 +52,7 @@ def _check_beta_1(beta_1: Any) -> None:
 
 def _check_warmup_steps(warmup_steps: Any) -> None:
   try:
-    _common.check_int_at_least("warmup_steps", warmup_steps, 0)
+    _checks.check_int_at_least("warmup_steps", warmup_steps, 0)
   except ValueError:
     raise ValueError(
         "`warmup_steps` must be an integer >= 0. "
@@ -59,7 +60,7 @@ def _check_warmup_steps(warmup_steps: Any) -> None:
 
 
 def scale_by_schedule_free_adamw(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-8,
@@ -110,25 +111,25 @@ def scale_by_schedule_free_adamw(
     >>> params, ox.schedule_free_eval_params(params, state)
     (Array([0.9], dtype=float32), Array([0.9], dtype=float32))
   """
-  _common.check_learning_rate(learning_rate)
+  _checks.check_learning_rate(learning_rate)
   _check_beta_1(beta_1)
-  _common.check_unit_interval("beta_2", beta_2)
-  _common.check_non_negative("epsilon", epsilon)
+  _checks.check_unit_interval("beta_2", beta_2)
+  _checks.check_non_negative("epsilon", epsilon)
   _check_warmup_steps(warmup_steps)
 
   def init_fn(params):
     def copy(p):  # z starts at the parameters (a copy: both may be donated).
-      z = _common.copy_of(p)
+      z = _trees.copy_of(p)
       return None if z is None else z.astype(slot_dtype or p.dtype)
     return ScaleByScheduleFreeAdamwState(
-        jnp.zeros([], jnp.int32), _common.tree_map(copy, params),
-        _common.slots(params, slot_dtype), jnp.asarray(beta_1, jnp.float32))
+        jnp.zeros([], jnp.int32), _trees.tree_map(copy, params),
+        _trees.slots(params, slot_dtype), jnp.asarray(beta_1, jnp.float32))
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "ScheduleFreeAdamW (it steps from `params`)")
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    _trees.check_params(params, "ScheduleFreeAdamW (it steps from `params`)")
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     t = (state.count + 1).astype(jnp.float32)
-    if not _common.is_concrete(warmup_steps) or warmup_steps > 0:
+    if not _checks.is_concrete(warmup_steps) or warmup_steps > 0:
       lr = lr * jnp.minimum(t / jnp.asarray(warmup_steps, jnp.float32), 1.0)
     b1 = jnp.asarray(beta_1, jnp.float32)
     b2 = jnp.asarray(beta_2, jnp.float32)
@@ -137,8 +138,8 @@ def scale_by_schedule_free_adamw(
 
     def leaf(z, g, v, y):
       if z is None:
-        return _common.zero_update(g), None, None
-      dt = _common.compute_dtype(g.dtype)
+        return _numerics.zero_update(g), None, None
+      dt = _numerics.compute_dtype(g.dtype)
       g32, v32, z_old = g.astype(dt), v.astype(dt), z.astype(dt)
       y32 = y.astype(dt)
       v32 = v32 + (jnp.square(g32) - v32) * (1 - b2).astype(dt)
@@ -151,7 +152,7 @@ def scale_by_schedule_free_adamw(
       return ((y32 - y_new).astype(g.dtype), z_new.astype(z.dtype),
               v32.astype(v.dtype))
 
-    step, z, v = _common.tree_map_n(
+    step, z, v = _trees.tree_map_n(
         leaf, 3, state.momentum, updates, state.velocity, params)
     return step, ScaleByScheduleFreeAdamwState(
         optax.safe_increment(state.count), z, v, b1)  # y' was made with b1.
@@ -195,7 +196,7 @@ def schedule_free_eval_params(params: optax.Params, state: Any) -> optax.Params:
     >>> ox.schedule_free_eval_params(params, state)
     Array([ 0.8061411, -0.8061411], dtype=float32)
   """
-  found = _common.find_nodes(state, ScaleByScheduleFreeAdamwState)
+  found = _trees.find_nodes(state, ScaleByScheduleFreeAdamwState)
   if len(found) != 1:
     raise ValueError(
         "`state` must hold exactly one ScaleByScheduleFreeAdamwState (the "
@@ -205,16 +206,16 @@ def schedule_free_eval_params(params: optax.Params, state: Any) -> optax.Params:
   b1 = sf.beta_1.astype(jnp.float32)
 
   def leaf(y, z):
-    if z is None or not _common.is_trainable(y):
+    if z is None or not _trees.is_trainable(y):
       return y
-    dt = _common.compute_dtype(y.dtype)
+    dt = _numerics.compute_dtype(y.dtype)
     x = (y.astype(dt) - (1 - b1).astype(dt) * z.astype(dt)) / b1.astype(dt)
     return x.astype(y.dtype)
 
-  return _common.tree_map(leaf, params, sf.momentum)
+  return _trees.tree_map(leaf, params, sf.momentum)
 
 
-def _stepping_from_decayed_params(
+def stepping_from_decayed_params(
     rule: optax.GradientTransformation, weight_decay, lr, weight_decay_mask,
     exclude_from_weight_decay) -> optax.GradientTransformation:
   """``rule`` handed the parameters after Keras's decoupled decay.
@@ -228,84 +229,18 @@ def _stepping_from_decayed_params(
     return rule
 
   def update_fn(updates, state, params=None):
-    _common.check_params(params, "weight decay")
+    _trees.check_params(params, "weight decay")
     mask = _weight_decay.decay_mask(params, weight_decay_mask,
                                     exclude_from_weight_decay)
 
     def decayed(p, flag):
-      if flag is False or not _common.is_trainable(p):
+      if flag is False or not _trees.is_trainable(p):
         return p  # None, non-float or not decaying.
-      w = p.astype(_common.compute_dtype(p.dtype))
+      w = p.astype(_numerics.compute_dtype(p.dtype))
       return _weight_decay.decayed_weight(w, flag, weight_decay,
                                           lr.astype(w.dtype))
 
-    w1 = _common.tree_map(decayed, params, mask)
+    w1 = _trees.tree_map(decayed, params, mask)
     return rule.update(updates, state, w1)
 
   return optax.GradientTransformation(rule.init, update_fn)
-
-
-@_optimizer.with_base_doc
-def schedule_free_adamw(
-    learning_rate: _common.ScalarOrSchedule = 0.0025,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-8,
-    warmup_steps: int = 0,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``ScheduleFreeAdamW``: :func:`scale_by_schedule_free_adamw`.
-
-  The parameters are Keras's training point ``y``; evaluate the model at
-  ``ox.schedule_free_eval_params(params, state)`` (Keras has no such
-  helper). The decoupled weight decay shrinks ``y`` before the step, as in
-  Keras, and the step starts from the decayed ``y``. ``warmup_steps`` counts
-  update steps. ``optax.contrib.schedule_free_adamw`` is the same method with
-  optax's conventions (its own warmup and weighting, weight decay at ``y``);
-  it does not give Keras's numbers.
-
-  Args:
-    learning_rate: the learning rate (see below).
-    beta_1: interpolation between ``z`` and the average ``x``, in (0, 1].
-    beta_2: decay rate of the second moment, in [0, 1).
-    epsilon: added to the bias-corrected root.
-    warmup_steps: update steps of linear learning-rate warmup (0: none).
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.schedule_free_adamw(learning_rate=0.1, warmup_steps=2)
-    >>> params = jnp.array([1.0])
-    >>> updates, state = opt.update(jnp.array([1.0]), opt.init(params), params)
-    >>> optax.apply_updates(params, updates)  # half the rate in warmup
-    Array([0.95], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: _stepping_from_decayed_params(
-      scale_by_schedule_free_adamw(lr, beta_1, beta_2, epsilon, warmup_steps),
-      weight_decay, lr, weight_decay_mask, exclude_from_weight_decay)
-  return _optimizer.build(KERAS, "schedule_free_adam_w", rule,
-                          arguments)
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="ScheduleFreeAdamW", factory=schedule_free_adamw,
-    own_keys=("beta_1", "beta_2", "epsilon", "warmup_steps"),
-    state_class=ScaleByScheduleFreeAdamwState, non_slots=("beta_1",),
-    slot_groups=lambda keras_optimizer: [
-        [("momentum", "momentum"), ("velocity", "velocity")]])

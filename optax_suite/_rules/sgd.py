@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_suite import _common
-from optax_suite import _optimizer
+from optax_suite import _checks
+from optax_suite import _numerics
+from optax_suite import _trees
 
 
 class ScaleBySgdState(NamedTuple):
@@ -42,7 +43,7 @@ def _keeps_velocity(momentum: Any) -> bool:
 
 
 def scale_by_sgd(
-    learning_rate: _common.ScalarOrSchedule = 1.0,
+    learning_rate: _numerics.ScalarOrSchedule = 1.0,
     momentum: float = 0.0,
     nesterov: bool = False,
     *,
@@ -88,26 +89,26 @@ def scale_by_sgd(
     >>> params  # 1 - 0.1 - (0.5 * 0.1 + 0.1)
     Array([0.75], dtype=float32)
   """
-  _common.check_flag("nesterov", nesterov)
-  _common.check_learning_rate(learning_rate)
-  _common.check_unit_interval("momentum", momentum, closed_right=True)
+  _checks.check_flag("nesterov", nesterov)
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_unit_interval("momentum", momentum, closed_right=True)
 
   def init_fn(params):
     # Without velocity a tree of Nones (no memory) keeps the params'
     # structure, so mismatched grads fail even when `params` is not passed.
     return ScaleBySgdState(
         jnp.zeros([], jnp.int32),
-        _common.slots(params, slot_dtype) if _keeps_velocity(momentum)
-        else _common.nones_like(params))
+        _trees.slots(params, slot_dtype) if _keeps_velocity(momentum)
+        else _trees.nones_like(params))
 
   def update_fn(updates, state, params=None):
     del params
-    lr = _common.learning_rate_at(learning_rate, state.count)
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
 
     def leaf(v, g):
-      if not _common.is_trainable(g):
-        return _common.zero_update(g), None
-      dt = _common.compute_dtype(g.dtype)
+      if not _trees.is_trainable(g):
+        return _numerics.zero_update(g), None
+      dt = _numerics.compute_dtype(g.dtype)
       if v is None:  # No velocity (momentum 0): w -= lr * g.
         return (g.astype(dt) * lr.astype(dt)).astype(g.dtype), None
       g_lr = g.astype(dt) * lr.astype(dt)
@@ -116,62 +117,7 @@ def scale_by_sgd(
       delta = v32 * gamma - g_lr if nesterov else v32
       return (-delta).astype(g.dtype), v32.astype(v.dtype)
 
-    step, velocity = _common.tree_map_n(leaf, 2, state.momentum, updates)
+    step, velocity = _trees.tree_map_n(leaf, 2, state.momentum, updates)
     return step, ScaleBySgdState(optax.safe_increment(state.count), velocity)
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-@_optimizer.with_base_doc
-def sgd(
-    learning_rate: _common.ScalarOrSchedule = 0.01,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: Optional[float] = None,
-    clipnorm: Optional[float] = None,
-    clipvalue: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
-    use_ema: bool = False,
-    ema_momentum: float = 0.99,
-    ema_overwrite_frequency: Optional[int] = None,
-    loss_scale_factor: Optional[float] = None,
-    gradient_accumulation_steps: Optional[int] = None,
-    name: Optional[str] = None,
-    *,
-    exclude_from_weight_decay: Optional[Sequence[str]] = None,
-    weight_decay_mask: Any = None,
-    lazy_rows: bool = False,
-) -> _optimizer.KerasOptimizer:
-  """Keras 3's ``SGD``: the update rule of :func:`scale_by_sgd`.
-
-  Args:
-    learning_rate: the learning rate (see below); it sits inside the
-      velocity, as in Keras.
-    momentum: momentum in [0, 1]; a number 0 keeps no velocity slot, as
-      Keras (under ``optax.inject_hyperparams`` the slot is always kept).
-    nesterov: use Nesterov momentum.
-  {base}
-  Returns:
-    A :class:`KerasOptimizer` (an ``optax.GradientTransformationExtraArgs``).
-
-  Example:
-    >>> import jax.numpy as jnp, optax, optax_suite as ox
-    >>> opt = ox.sgd(learning_rate=0.1, momentum=0.9, nesterov=True)
-    >>> params = jnp.array([1.0, -1.0])
-    >>> updates, _ = opt.update(jnp.array([1.0, 0.5]), opt.init(params))
-    >>> optax.apply_updates(params, updates)  # w - (1 + 0.9) * 0.1 * g
-    Array([ 0.81 , -1.095], dtype=float32)
-  """
-  arguments = dict(locals())
-  rule = lambda lr: scale_by_sgd(lr, momentum, nesterov)
-  return _optimizer.build(KERAS, "sgd", rule, arguments)
-
-
-def _keras_slots(keras_optimizer):
-  return [[("momentum", "momentum")]] if keras_optimizer.momentum != 0 else []
-
-
-KERAS = _optimizer.KerasSpec(
-    class_name="SGD", factory=sgd, own_keys=("momentum", "nesterov"),
-    state_class=ScaleBySgdState, slot_groups=_keras_slots,
-    optional_slots=("momentum",))

@@ -57,7 +57,10 @@ from optax_suite._schedules._factories import exponential_decay
 from optax_suite._schedules._factories import inverse_time_decay
 from optax_suite._schedules._factories import piecewise_constant_decay
 from optax_suite._schedules._factories import polynomial_decay
-from optax_suite._schedules._factories import Schedule as _Schedule  # noqa: F401
+
+# The base of every schedule dataclass, for the package's own isinstance
+# checks (not in __all__).
+from optax_suite._schedules._factories import Schedule as Schedule
 
 __all__ = [
     "cosine_decay",

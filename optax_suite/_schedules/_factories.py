@@ -1,5 +1,5 @@
 """The schedules' one public form: snake_case factories with Keras's
-signatures, each validating its arguments (``_common``'s checks, in Keras's
+signatures, each validating its arguments (``_schedules._checks``, in Keras's
 wording) and returning a small frozen dataclass: hashable (a valid static
 argument of a jitted function), callable as ``step -> float32`` (the maths is
 in ``_maths``), and holding exactly Keras's config. The dataclasses are an
@@ -14,11 +14,13 @@ from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import jax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite._schedules import _checks as _schedule_checks
 from optax_suite._schedules import _maths
 
-_non_negative = functools.partial(_common.check_real, low=0)
-_positive = functools.partial(_common.check_real, low=0, low_inclusive=False)
+_non_negative = functools.partial(_schedule_checks.check_real, low=0)
+_positive = functools.partial(_schedule_checks.check_real, low=0,
+                              low_inclusive=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +197,8 @@ def exponential_decay(
       _non_negative("initial_learning_rate", initial_learning_rate),
       _positive("decay_steps", decay_steps),
       _non_negative("decay_rate", decay_rate),
-      _common.check_bool("staircase", staircase),
-      _common.check_optional_str("name", name),
+      _schedule_checks.check_bool("staircase", staircase),
+      _schedule_checks.check_optional_str("name", name),
   )
 
 
@@ -237,8 +239,8 @@ def piecewise_constant_decay(
   [1.0, 1.0, 0.5, 0.5, 0.10000000149011612]
   """
   boundaries, values = _sequences(boundaries, values)
-  return PiecewiseConstantDecay(boundaries, values,
-                                _common.check_optional_str("name", name))
+  name = _schedule_checks.check_optional_str("name", name)
+  return PiecewiseConstantDecay(boundaries, values, name)
 
 
 def polynomial_decay(
@@ -287,8 +289,8 @@ def polynomial_decay(
       _positive("decay_steps", decay_steps),
       _non_negative("end_learning_rate", end_learning_rate),
       _non_negative("power", power),
-      _common.check_bool("cycle", cycle),
-      _common.check_optional_str("name", name),
+      _schedule_checks.check_bool("cycle", cycle),
+      _schedule_checks.check_optional_str("name", name),
   )
 
 
@@ -334,8 +336,8 @@ def inverse_time_decay(
       _non_negative("initial_learning_rate", initial_learning_rate),
       _positive("decay_steps", decay_steps),
       _non_negative("decay_rate", decay_rate),
-      _common.check_bool("staircase", staircase),
-      _common.check_optional_str("name", name),
+      _schedule_checks.check_bool("staircase", staircase),
+      _schedule_checks.check_optional_str("name", name),
   )
 
 
@@ -395,7 +397,7 @@ def cosine_decay(
       _non_negative("initial_learning_rate", initial_learning_rate),
       _positive("decay_steps", decay_steps),
       _non_negative("alpha", alpha, high=1),
-      _common.check_optional_str("name", name),
+      _schedule_checks.check_optional_str("name", name),
       _non_negative("warmup_target", warmup_target, allow_none=True),
       _non_negative("warmup_steps", warmup_steps),
   )
@@ -467,7 +469,7 @@ def cosine_decay_restarts(
       _positive("t_mul", t_mul),
       _non_negative("m_mul", m_mul),
       _non_negative("alpha", alpha, high=1),
-      _common.check_optional_str("name", name),
+      _schedule_checks.check_optional_str("name", name),
   )
 
 
@@ -495,20 +497,20 @@ def _sequences(boundaries: Any, values: Any) -> tuple[tuple, tuple]:
         f"Received: boundaries={original_boundaries!r}"
     )
   checked_boundaries = tuple(
-      _common.check_real(f"boundaries[{i}]", b)
+      _schedule_checks.check_real(f"boundaries[{i}]", b)
       for i, b in enumerate(boundaries))
   for i, b in enumerate(checked_boundaries):
-    if _common.is_concrete(b) and abs(b) > _common.INT32_MAX:
+    if _checks.is_concrete(b) and abs(b) > _checks.INT32_MAX:
       raise ValueError(  # The step, an int32, is compared with them.
           f"Argument `boundaries[{i}]` must be in [-(2**31 - 1), 2**31 - 1]"
           f" (the step is an int32). Received: "
           f"boundaries={original_boundaries!r}")
   checked_values = tuple(
-      _common.check_real(f"values[{i}]", v, low=0)
+      _schedule_checks.check_real(f"values[{i}]", v, low=0)
       for i, v in enumerate(values))
   for i in range(1, len(checked_boundaries)):
     lo, hi = checked_boundaries[i - 1], checked_boundaries[i]
-    if _common.is_concrete(lo) and _common.is_concrete(hi) and not lo < hi:
+    if _checks.is_concrete(lo) and _checks.is_concrete(hi) and not lo < hi:
       raise ValueError(
           "Argument `boundaries` must be strictly increasing. "
           f"Received: boundaries={list(checked_boundaries)!r} "

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_suite import _common
+from optax_suite import _checks
 
 # Integers up to 2**24 are exactly representable in float32.
 _F32_EXACT_INT = 2.0**24
@@ -153,7 +153,7 @@ def cosine_decay(step, initial_learning_rate, decay_steps, alpha,
 
 def cosine_decay_restarts(step, initial_learning_rate, first_decay_steps,
                           t_mul, m_mul, alpha) -> jax.Array:
-  traced_t_mul = not _common.is_concrete(t_mul)
+  traced_t_mul = not _checks.is_concrete(t_mul)
   unit_t_mul = not traced_t_mul and np.float32(t_mul) == 1.0  # Keras tests
   # the float32 value.
   lr, first_decay_steps, t_mul, m_mul, alpha = _hyper(

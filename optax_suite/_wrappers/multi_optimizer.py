@@ -16,9 +16,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _base_options
+from optax_suite import _numerics
 from optax_suite import _optimizer
 from optax_suite import _patterns
+from optax_suite import _trees
 
 _UNTRAINED = "untrained"  # Label of the integer/boolean leaves (zero update).
 
@@ -139,9 +141,9 @@ def _assign(optimizer_map, tree, loss_scale_factor, known):
   found = list(known)
 
   def label(path, leaf):
-    if not _common.is_trainable(leaf):
+    if not _trees.is_trainable(leaf):
       return _UNTRAINED
-    name = _common.path_name(path)
+    name = _trees.path_name(path)
     opt = optimizer_map(name)
     _check_inner(opt, f"The optimizer for variable {name!r}")
     for i, seen in enumerate(found):
@@ -158,7 +160,7 @@ def _assign(optimizer_map, tree, loss_scale_factor, known):
       for i, opt in enumerate(found) if str(i) in used}
   if _UNTRAINED in used:
     transforms[_UNTRAINED] = optax.stateless(
-        lambda u, p: jax.tree.map(_common.zero_update, u))
+        lambda u, p: jax.tree.map(_numerics.zero_update, u))
   return labels, transforms
 
 
@@ -203,12 +205,8 @@ def multi_optimizer(
     raise ValueError(
         "`optimizer_map` must be an OptimizerMap or a callable path -> "
         f"optimizer. Received: optimizer_map={optimizer_map!r}")
-  if loss_scale_factor is not None:
-    _optimizer.check_base_arguments(
-        learning_rate=0.0, weight_decay=None, clipnorm=None, clipvalue=None,
-        global_clipnorm=None, ema_momentum=0.99, ema_overwrite_frequency=None,
-        loss_scale_factor=loss_scale_factor, gradient_accumulation_steps=None,
-        exclude_from_weight_decay=None, weight_decay_mask=None)
+  # Checked as every optimizer's own `loss_scale_factor` is.
+  _base_options.BaseOptions(loss_scale_factor=loss_scale_factor)
   known: list[Any] = []
   if isinstance(optimizer_map, OptimizerMap):
     for opt in list(optimizer_map.values()) + [
@@ -226,7 +224,7 @@ def multi_optimizer(
                                partition(params).init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    _common.check_same_structure(updates, params)
+    _trees.check_same_structure(updates, params)
     updates, inner = partition(updates).update(updates, state.inner, params,
                                                **extra_args)
     return updates, MultiOptimizerState(optax.safe_increment(state.count),
@@ -235,7 +233,7 @@ def multi_optimizer(
   def fused_step(grads, state, params):
     """Each optimizer's fused step on its own leaves, in ``optax.partition``'s
     state: the partition passes the new parameters through as updates."""
-    _common.check_same_structure(grads, params)
+    _trees.check_same_structure(grads, params)
     labels, transforms = assign(grads)
     steps = {label: _optimizer.as_step_transform(tx)
              for label, tx in transforms.items()}

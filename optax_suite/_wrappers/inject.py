@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _numerics
 from optax_suite import _optimizer
 
 # Arguments that are never numbers to inject: flags, structural integers,
@@ -92,7 +92,7 @@ def inject_hyperparams(
     bound.apply_defaults()
     names = static | (set(_STATIC_ARGUMENTS) & set(bound.arguments))
     lr = bound.arguments.get("learning_rate")
-    if callable(lr) and _common.is_zero_arg_callable(lr):
+    if callable(lr) and _numerics.is_zero_arg_callable(lr):
       names.add("learning_rate")
     inject = functools.partial(
         optax.inject_hyperparams, static_args=tuple(sorted(names)),

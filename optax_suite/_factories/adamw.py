@@ -1,17 +1,21 @@
-"""Keras's AdamW: Keras's Adam rule with the base decoupled weight decay."""
+"""The ``adamw`` factory: Keras's signature over
+:func:`~optax_suite.scale_by_adam`.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from optax_suite import _common
+from optax_suite import _base_options
+from optax_suite import _numerics
 from optax_suite import _optimizer
+from optax_suite._factories import adam as _adam_factory
 from optax_suite._rules import adam as _adam
 
 
-@_optimizer.with_base_doc
+@_base_options.with_base_doc
 def adamw(
-    learning_rate: _common.ScalarOrSchedule = 0.001,
+    learning_rate: _numerics.ScalarOrSchedule = 0.001,
     weight_decay: Optional[float] = 0.004,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
@@ -63,12 +67,23 @@ def adamw(
   if weight_decay is None:
     raise ValueError(
         "Argument `weight_decay` must be a float. Received: weight_decay=None")
-  arguments = dict(locals())
+  options = _base_options.BaseOptions(
+      learning_rate=learning_rate, weight_decay=weight_decay,
+      clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+      use_ema=use_ema, ema_momentum=ema_momentum,
+      ema_overwrite_frequency=ema_overwrite_frequency,
+      loss_scale_factor=loss_scale_factor,
+      gradient_accumulation_steps=gradient_accumulation_steps,
+      exclude_from_weight_decay=exclude_from_weight_decay,
+      weight_decay_mask=weight_decay_mask, lazy_rows=lazy_rows)
+  own = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)
   rule = lambda lr: _adam.scale_by_adam(lr, beta_1, beta_2, epsilon, amsgrad)
-  return _optimizer.build(KERAS, "adam_w", rule, arguments)
+  return _optimizer.build(KERAS, rule, options, own, name=name)
 
 
 KERAS = _optimizer.KerasSpec(
+    default_name="adam_w",
     class_name="AdamW", factory=adamw,
     own_keys=("beta_1", "beta_2", "epsilon", "amsgrad"),
-    state_class=_adam.ScaleByAdamState, slot_groups=_adam.KERAS.slot_groups)
+    state_class=_adam.ScaleByAdamState,
+    slot_groups=_adam_factory.KERAS.slot_groups)

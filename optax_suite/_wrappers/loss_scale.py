@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_suite import _common
+from optax_suite import _checks
+from optax_suite import _numerics
 from optax_suite import _optimizer
+from optax_suite import _trees
 from optax_suite._options import sparse as _sparse
 
 
@@ -29,7 +31,7 @@ def all_finite(tree: Any) -> jax.Array:
     Array(False, dtype=bool)
   """
   checks = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(tree)
-            if _common.is_trainable(g)]
+            if _trees.is_trainable(g)]
   if not checks:
     return jnp.asarray(True)
   return jnp.all(jnp.stack(checks))
@@ -71,7 +73,7 @@ class DynamicLossScale:
   def scale(self, tree: Any) -> Any:
     """Multiplies every floating leaf by the scale (``jnp`` promotion)."""
     return jax.tree.map(
-        lambda x: x * self.loss_scale if _common.is_trainable(x) else x, tree)
+        lambda x: x * self.loss_scale if _trees.is_trainable(x) else x, tree)
 
   def unscale(self, tree: Any) -> Any:
     """Divides every floating leaf by the scale, in float32 at least.
@@ -81,9 +83,9 @@ class DynamicLossScale:
     gradients do not underflow.
     """
     def leaf(g):
-      if not _common.is_trainable(g):
+      if not _trees.is_trainable(g):
         return g
-      dt = _common.compute_dtype(g.dtype)
+      dt = _numerics.compute_dtype(g.dtype)
       return g.astype(dt) / self.loss_scale.astype(dt)
     return jax.tree.map(leaf, tree)
 
@@ -142,15 +144,15 @@ def _in_dtype_of(updates: Any, grads: Any, params: Any) -> Any:
 
   With ``params``, a low-precision leaf gets the update of its gradient's
   dtype that leads to the parameter the float32 update leads to, bit for bit
-  wherever one exists (see ``_common.update_to``): the parameters (and an
+  wherever one exists (see ``_numerics.update_to``): the parameters (and an
   EMA overwrite) come out as they would from the float32 update.
   """
   def leaf(u, g, p=None):
     if u is None or not hasattr(g, "dtype") or u.dtype == g.dtype:
       return u
-    if p is None or not _common.is_trainable(p):
+    if p is None or not _trees.is_trainable(p):
       return u.astype(g.dtype)
-    return _common.update_to(p, jnp.asarray(p + u).astype(p.dtype), g.dtype)
+    return _numerics.update_to(p, jnp.asarray(p + u).astype(p.dtype), g.dtype)
 
   # A row-sparse (BCOO) update of a lazy-rows optimizer is one leaf, kept
   # as it is (its rows are in the gradients' dtype already).
@@ -215,11 +217,11 @@ def loss_scale_optimizer(
     >>> updates, state.scale
     (Array([-0.], dtype=float32), Array(2., dtype=float32))
   """
-  _common.check_number("initial_scale", initial_scale)
+  _checks.check_number("initial_scale", initial_scale)
   if not (math.isfinite(float(initial_scale)) and float(initial_scale) > 0):
     raise ValueError("`initial_scale` must be a finite number > 0. "
                      f"Received: initial_scale={initial_scale!r}")
-  _common.check_int_at_least("dynamic_growth_steps", dynamic_growth_steps, 1)
+  _checks.check_int_at_least("dynamic_growth_steps", dynamic_growth_steps, 1)
   config = getattr(inner, "config", None)
   warned = False
   if isinstance(config, dict) and config.get("loss_scale_factor") is not None:
@@ -241,7 +243,7 @@ def loss_scale_optimizer(
           is_leaf=lambda x: isinstance(x, _optimizer.KerasOptimizerState)):
         factor = getattr(node, "loss_scale_factor", None)
         if isinstance(node, _optimizer.KerasOptimizerState) and (
-            _common.is_concrete(factor) and float(factor) != 1.0):
+            _checks.is_concrete(factor) and float(factor) != 1.0):
           warnings.warn(
               f"An inner `loss_scale_factor={float(factor)!r}` is ignored "
               "under `loss_scale_optimizer`.", UserWarning, stacklevel=2)
@@ -313,7 +315,7 @@ def _scale_holders(state: Any, partial: bool = False) -> list:
   scale.
   """
   found = []
-  for node in _common.find_nodes(
+  for node in _trees.find_nodes(
       state, (LossScaleState, _optimizer.KerasOptimizerState) + _INJECTED
       + _PARTS):
     if isinstance(node, LossScaleState):
@@ -416,7 +418,7 @@ def scale_loss(loss: Any, state: Any) -> jax.Array:
     return loss * jnp.ones([], jnp.float32)
   scale = static[0][0]
   checks = [(s, partial) for s, partial in static]
-  concrete = all(_common.is_concrete(s) for s, _ in checks)
+  concrete = all(_checks.is_concrete(s) for s, _ in checks)
   if concrete:
     values = sorted({float(s) for s, _ in checks})
     if len(values) > 1:
