@@ -58,3 +58,11 @@ def test_imports_with_docstrings_stripped():
       cwd=root, capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 0, out.stderr
   assert int(out.stdout) == len(ox.__all__)
+
+
+def test_all_is_sorted_and_names_each_export_once():
+  """``__all__`` is sorted (a reader finds a name by bisection) and holds
+  no name twice; every name in it is an attribute of the package."""
+  assert list(ox.__all__) == sorted(ox.__all__)
+  assert len(set(ox.__all__)) == len(ox.__all__)
+  assert all(hasattr(ox, name) for name in ox.__all__)
