@@ -1,9 +1,10 @@
-"""The compiled steps of every factory: fusions and temporary bytes.
+"""The compiled steps of every factory: fusions, copies, temporary bytes.
 
 For each of the fourteen factories under a few option sets, compiles the
 donated step ``update`` + ``apply_updates`` and ``ox.apply``'s fused step
 on a small transformer-like tree, and prints the number of fusions in the
-compiled entry computation, the temporary bytes of ``memory_analysis()``
+compiled entry computation, its copies of arrays, the temporary bytes of
+``memory_analysis()``
 and a digest of the optimized HLO text (source metadata left out). Nothing is timed, so the figures
 do not depend on the machine's load: run it on two checkouts to see what a
 change does to the compiled programs.
@@ -52,6 +53,14 @@ def fusions(hlo: str) -> int:
   return len(re.findall(r" fusion\(", entry))
 
 
+def array_copies(hlo: str) -> int:
+  """Copies of non-scalar arrays in the entry computation (buffers XLA
+  duplicates because it cannot update them in place)."""
+  entry = hlo[hlo.index("\nENTRY"):]
+  entry = entry[:entry.index("\n}")]
+  return len(re.findall(r"= \w+\[\d[\d,]*\]\S* copy\(", entry))
+
+
 def compile_one(step, params, state, grads):
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
       params, state, grads).compile()
@@ -68,14 +77,15 @@ def compile_one(step, params, state, grads):
   program = re.sub(r"%[\w.\-]+|\b[\w.\-]+(?=\s*\{\n|\s*\()",
                    lambda m: names.setdefault(m.group(0), f"n{len(names)}")
                    if m.group(0).startswith("%") else m.group(0), program)
-  return fusions(text), temp, hashlib.sha1(program.encode()).hexdigest()[:10]
+  digest = hashlib.sha1(program.encode()).hexdigest()[:10]
+  return fusions(text), array_copies(text), temp, digest
 
 
 def main() -> int:
   params = tree()
   grads = jax.tree.map(lambda p: jnp.cos(p) * 0.1, params)
-  print("| factory | config | split: fusions, temp B, hlo | "
-        "fused: fusions, temp B, hlo |")
+  print("| factory | config | split: fusions, copies, temp B, hlo | "
+        "fused: fusions, copies, temp B, hlo |")
   print("|---|---|---|---|")
   for name in FACTORIES:
     for label, kwargs in CONFIGS.items():
@@ -91,7 +101,7 @@ def main() -> int:
 
       cells = [compile_one(f, params, state, grads) for f in (split, fused)]
       print(f"| {name} | {label} | " + " | ".join(
-          f"{n}, {t}, {h}" for n, t, h in cells) + " |")
+          f"{n}, {c}, {t}, {h}" for n, c, t, h in cells) + " |")
   return 0
 
 
