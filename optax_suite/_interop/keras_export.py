@@ -12,6 +12,7 @@ Everything is checked before anything is written: a mismatch raises
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -128,6 +129,13 @@ def _adafactor_slots(slots: dict, keras_optimizer: Any) -> dict:
 _EXPORT_SLOTS = {"Adafactor": _adafactor_slots}
 
 
+def _factory(opt: Any) -> Any:
+  """The package factory that built ``opt`` (through ``inject_hyperparams``'s
+  ``functools.wraps``), or None."""
+  factory = getattr(opt, "factory", None)
+  return None if factory is None else inspect.unwrap(factory)
+
+
 def _config(opt: Any) -> dict:
   return dict(getattr(opt, "config", None) or {})
 
@@ -142,8 +150,8 @@ def _single_values(opt: Any, state: Any, keras_optimizer: Any,
         "Unsupported Keras optimizer: a state can be exported to "
         f"{', '.join(sorted(_rules.REGISTRY))}, a LossScaleOptimizer or a "
         f"MultiOptimizer of them. Received: {class_name}")
-  factory = getattr(opt, "factory", None)
-  if factory is not None and factory is not spec.factory:
+  factory = _factory(opt)
+  if factory is not None and factory is not inspect.unwrap(spec.factory):
     raise ValueError(
         f"`opt` is {getattr(factory, '__name__', factory)!s} where the Keras "
         f"optimizer is {class_name}: build the same optimizer on both "
@@ -258,7 +266,7 @@ def _match(keras_optimizer: Any, out: list) -> list:
 
 def _loss_scale_values(opt: Any, state: Any, keras_optimizer: Any,
                        params: Any) -> list:
-  if getattr(opt, "factory", None) is not _loss_scale.loss_scale_optimizer:
+  if _factory(opt) is not _loss_scale.loss_scale_optimizer:
     raise ValueError(
         "A Keras LossScaleOptimizer's state comes from an optax_suite "
         f"loss_scale_optimizer. Received: opt={opt!r}")
@@ -285,7 +293,7 @@ def _loss_scale_values(opt: Any, state: Any, keras_optimizer: Any,
 def _multi_values(opt: Any, state: Any, keras_multi: Any,
                   params: Any) -> list:
   """Keras's own variables, then each inner optimizer's, by routing."""
-  if getattr(opt, "factory", None) is not _multi.multi_optimizer:
+  if _factory(opt) is not _multi.multi_optimizer:
     raise ValueError(
         "A Keras MultiOptimizer's state comes from an optax_suite "
         f"multi_optimizer. Received: opt={opt!r}")
