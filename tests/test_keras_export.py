@@ -11,8 +11,9 @@ runs Keras's same steps from its freshly built variables instead and is far
 off: the export is what makes the runs agree. Cases: every optimizer of
 ``tests/catalog.py`` with its last own arguments away from the defaults and
 base options in turn (EMA with overwrite, accumulation, clipnorm, global
-clipnorm, weight decay), ``loss_scale_optimizer`` with non-finite steps on
-both sides of the export, and ``multi_optimizer``. Mismatched variables are
+clipnorm, clipvalue, weight decay), ``loss_scale_optimizer`` with non-finite steps on
+both sides of the export, ``multi_optimizer``, both together, and an
+optimizer inside ``inject_hyperparams``. Mismatched variables are
 refused with the mismatch named, and nothing is written.
 """
 
@@ -398,3 +399,20 @@ def test_multi_optimizer_routing_mismatch_writes_nothing():
   with pytest.raises(ValueError, match="routes"):
     ox.state_to_keras(other, state_k, k_opt, params_k)
   _assert_unchanged(before, k_opt)
+
+
+def test_loss_scale_around_multi_optimizer_round_trip():
+  """Keras's LossScaleOptimizer around its MultiOptimizer (inf/NaN steps on
+  both sides of the export): our loss_scale_optimizer around
+  multi_optimizer exports into both layers, and Keras continues the run."""
+  params = _tree(40)
+  grads = hostile_grads(params, K + M, bad_steps=(3, 4, 5, 11, 17, 18, 30),
+                        seed=40)
+  ours, theirs, control, _ = _round_trip(
+      ox.loss_scale_optimizer(_mixed(ox), initial_scale=2.0**4,
+                              dynamic_growth_steps=3),
+      lambda: keras.optimizers.LossScaleOptimizer(
+          _mixed(keras.optimizers), initial_scale=2.0**4,
+          dynamic_growth_steps=3), params, grads, build=_build_scoped)
+  assert_trajectories_match(theirs, ours, M, first_step=K + 1, ulps=ULPS)
+  assert max_deviation(theirs, control) > FAR
