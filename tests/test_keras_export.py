@@ -11,10 +11,10 @@ runs Keras's same steps from its freshly built variables instead and is far
 off: the export is what makes the runs agree. Cases: every optimizer of
 ``tests/catalog.py`` with its last own arguments away from the defaults and
 base options in turn (EMA with overwrite, accumulation, clipnorm, global
-clipnorm, clipvalue, weight decay), ``loss_scale_optimizer`` with non-finite steps on
-both sides of the export, ``multi_optimizer``, both together, and an
-optimizer inside ``inject_hyperparams``. Mismatched variables are
-refused with the mismatch named, and nothing is written.
+clipnorm, clipvalue, weight decay), ``loss_scale_optimizer`` with
+non-finite steps on both sides of the export, ``multi_optimizer``, both
+together, and an optimizer inside ``inject_hyperparams``. Mismatched
+variables are refused with the mismatch named, and nothing is written.
 """
 
 import contextlib
@@ -30,6 +30,7 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from optax_suite import _common  # noqa: E402
 from catalog import CATALOG  # noqa: E402
 from catalog import KINDS  # noqa: E402
 from helpers import hostile_grads  # noqa: E402
@@ -213,7 +214,7 @@ def test_loss_scale_optimizer_round_trip():
 
 
 def _paths(params):
-  return [ox._common.path_name(p) for p, _ in  # pylint: disable=protected-access
+  return [_common.path_name(p) for p, _ in
           jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
