@@ -172,6 +172,24 @@ def test_injected_hyperparameters_are_exported():
   assert max_deviation(theirs, control) > FAR
 
 
+def test_schedule_resumes_at_the_exported_iteration():
+  """A cosine schedule with warmup and accumulation: Keras evaluates it at
+  the exported step count, so the warmup and decay continue where ours
+  were; the run matches to the parity tolerance."""
+  params = make_params(41)
+  grads = varied_grads(params, K + M, seed=41)
+  schedule = dict(initial_learning_rate=0.01, decay_steps=10,
+                  warmup_target=0.05, warmup_steps=4)
+  base = dict(gradient_accumulation_steps=2, use_ema=True)
+  opt = ox.adam(ox.schedules.cosine_decay(**schedule), **base)
+  ours, theirs, control, _ = _round_trip(
+      opt, lambda: keras.optimizers.Adam(
+          keras.optimizers.schedules.CosineDecay(**schedule), **base),
+      params, grads)
+  assert_trajectories_match(theirs, ours, M, first_step=K + 1, ulps=ULPS)
+  assert max_deviation(theirs, control) > FAR
+
+
 def test_nadam_u_product_is_exported():
   """Nadam's `u_product` (the product of its momentum schedule) goes to
   Keras's scalar: after the export it is our state's, not Keras's 1.0."""
