@@ -25,6 +25,7 @@ from optax_suite._factories.sgd import sgd
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._interop.config import from_config
 from optax_suite._interop.config import get_config
+from optax_suite._interop.keras_export import state_to_keras
 from optax_suite._interop.keras_state import from_keras
 from optax_suite._interop.keras_state import state_from_keras
 from optax_suite._optimizer import keras_optimizer
@@ -163,4 +164,5 @@ __all__ = (
     "schedules",
     "sgd",
     "state_from_keras",
+    "state_to_keras",
 )
