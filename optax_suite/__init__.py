@@ -11,6 +11,7 @@ from optax_suite import schedules
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._interop.config import from_config
 from optax_suite._interop.config import get_config
+from optax_suite._interop.hyperparameters import hyperparameters
 from optax_suite._interop.inject import inject_hyperparams
 from optax_suite._interop.keras_state import from_keras
 from optax_suite._interop.keras_state import state_from_keras
@@ -133,6 +134,7 @@ __all__ = (
     "ftrl",
     "get_config",
     "global_norm",
+    "hyperparameters",
     "inject_hyperparams",
     "keras_optimizer",
     "lion",
