@@ -25,7 +25,8 @@ def _of(opt: Any, state: Any, out: dict, prefix: str) -> None:
     config = getattr(opt, "config", {})
     lr = config.get("learning_rate")
     if "learning_rate" not in hyper and lr is not None:
-      out[prefix + "learning_rate"] = _common.learning_rate_at(lr, jnp.zeros([], jnp.int32))
+      out[prefix + "learning_rate"] = _common.learning_rate_at(
+          lr, jnp.zeros([], jnp.int32))
     return
   config = getattr(opt, "config", None)
   if config is None:
