@@ -25,6 +25,7 @@ from optax_suite._factories.sgd import sgd
 from optax_suite._interop.checkpoint import migrate_state
 from optax_suite._interop.config import from_config
 from optax_suite._interop.config import get_config
+from optax_suite._interop.hyperparameters import hyperparameters
 from optax_suite._interop.keras_export import state_to_keras
 from optax_suite._interop.keras_state import from_keras
 from optax_suite._interop.keras_state import state_from_keras
@@ -134,6 +135,7 @@ __all__ = (
     "ftrl",
     "get_config",
     "global_norm",
+    "hyperparameters",
     "inject_hyperparams",
     "keras_optimizer",
     "lamb",

@@ -21,7 +21,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECTED = {
     "quickstart_flax_nnx.ipynb": ["quickstart_nnx.png"],
     "porting_from_keras.ipynb": ["porting_from_keras_curves.png",
-                                 "porting_from_keras_epsilon.png"],
+                                 "porting_from_keras_epsilon.png",
+                                 "porting_from_keras_learning_rate.png"],
     "ema_accumulation_loss_scaling.ipynb": ["ema_parameters.png",
                                             "accumulation_noise.png",
                                             "loss_scale.png"],
