@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import optax_suite as ox
@@ -156,3 +157,25 @@ def test_integers_beyond_int32_are_refused_at_construction(make, arg):
   tx = make(2**31 - 1)  # the largest int32 is fine
   params = {"w": jnp.ones(2)}
   tx.update(params, tx.init(params), params)
+
+
+@pytest.mark.parametrize("ours,theirs", [(2, 3), (3, 2), (2, None), (None, 2)])
+def test_state_from_keras_refuses_other_accumulation_steps(ours, theirs):
+  """Issue 18 item 4: a Keras optimizer accumulating over another number of
+  steps is refused, naming `gradient_accumulation_steps`; the same number
+  imports (the Keras run's own state, so the check cannot be vacuous)."""
+  import keras
+  params = {"w": np.ones(3, np.float32)}
+  variables = [keras.Variable(params["w"], name="w")]
+  k_opt = keras.optimizers.Adam(0.1, gradient_accumulation_steps=theirs)
+  k_opt.apply([np.array([1.0, -1.0, 0.5], np.float32)], variables)
+  with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+    ox.state_from_keras(ox.adam(0.1, gradient_accumulation_steps=ours),
+                        k_opt, params)
+  state = ox.state_from_keras(
+      ox.adam(0.1, gradient_accumulation_steps=theirs), k_opt, params)
+  assert int(state.count) == 1
+  wrapped = ox.loss_scale_optimizer(
+      ox.adam(0.1, gradient_accumulation_steps=ours))
+  with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+    ox.state_from_keras(wrapped, k_opt, params)

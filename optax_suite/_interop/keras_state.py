@@ -248,6 +248,20 @@ def _optimizer_state(state: _optimizer.KerasOptimizerState,
                         inner=inner, ema=ema)
 
 
+_UNKNOWN = object()
+
+
+def _accumulation_steps(opt: Any) -> Any:
+  """``gradient_accumulation_steps`` of ``opt`` (or of the optimizer a
+  loss-scale wrapper holds); ``_UNKNOWN`` when its config does not say."""
+  config = getattr(opt, "config", None) or {}
+  if "gradient_accumulation_steps" in config:
+    return config["gradient_accumulation_steps"]
+  if "inner" in config:
+    return _accumulation_steps(config["inner"])
+  return _UNKNOWN
+
+
 def _replace_optimizer_state(node: Any, kv: _KerasVariables, found: list):
   """Imports into the KerasOptimizerState; every count around it = calls."""
   if isinstance(node, _optimizer.KerasOptimizerState):
@@ -322,6 +336,12 @@ def state_from_keras(
                                    optimizer_variables)
   kv = _KerasVariables(keras_optimizer, _n_trainable(params),
                        optimizer_variables)
+  ours = _accumulation_steps(opt)
+  if ours is not _UNKNOWN and ours != kv.k:
+    raise ValueError(
+        "`gradient_accumulation_steps` differs: the optax_suite optimizer "
+        f"has gradient_accumulation_steps={ours}, the Keras one "
+        f"gradient_accumulation_steps={kv.k}.")
   found: list[Any] = []
   state = _replace_optimizer_state(opt.init(params), kv, found)
   if len(found) != 1:
