@@ -179,3 +179,22 @@ def test_state_from_keras_refuses_other_accumulation_steps(ours, theirs):
       ox.adam(0.1, gradient_accumulation_steps=ours))
   with pytest.raises(ValueError, match="gradient_accumulation_steps"):
     ox.state_from_keras(wrapped, k_opt, params)
+
+
+@pytest.mark.parametrize("pair", [True, False], ids=["pair", "legacy"])
+def test_apply_refuses_params_none(pair):
+  """Issue 18 item 6: ``ox.apply`` with ``params=None`` returned
+  ``(None, state)`` and counted a step; it now raises naming ``params``,
+  in both call forms, and a real step still runs."""
+  opt = ox.sgd(0.1)
+  params = {"w": jnp.ones(2)}
+  state = opt.init(params)
+  grads = {"w": jnp.ones(2)}
+  with pytest.raises(ValueError, match="params=None"):
+    if pair:
+      ox.apply(opt, grads, (None, state))
+    else:
+      ox.apply(opt, grads, state, None)
+  new_params, new_state = ox.apply(opt, grads, (params, state))
+  np.testing.assert_allclose(new_params["w"], [0.9, 0.9], rtol=1e-6)
+  assert int(new_state.count) == 1

@@ -142,6 +142,10 @@ def apply(opt: optax.GradientTransformation, grads: optax.Updates,
     params, state = params_and_state
   else:
     state = params_and_state
+  if params is None:  # A step needs something to step: never count a no-op.
+    raise ValueError(
+        "`params` must be the parameters to step, not None. Received: "
+        "params=None")
   fused = getattr(opt, "fused_step", None)
   if fused is not None:
     return fused(grads, state, params)
