@@ -79,9 +79,16 @@ def check_not_complex(params: Any) -> None:
 
   Keras's update rules are defined for real numbers only, and leaving a
   complex leaf untrained would be silent. A complex parameter can be trained
-  as two real leaves (`jnp.real(z)`, `jnp.imag(z)`).
+  as two real leaves (`jnp.real(z)`, `jnp.imag(z)`). A Python float leaf is
+  refused too: it has no dtype, so it would be left untrained without a
+  word (optax trains it; give it as `jnp.asarray(x)`).
   """
   for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if isinstance(p, float):
+      raise ValueError(
+          "Parameters must be arrays: the parameter at "
+          f"`params{jax.tree_util.keystr(path)}` is the Python float {p!r}, "
+          "which would not be trained. Pass `jnp.asarray(value)`.")
     if hasattr(p, "dtype") and jnp.issubdtype(p.dtype, jnp.complexfloating):
       raise ValueError(
           "Complex parameters are not supported (Keras's optimizers are "

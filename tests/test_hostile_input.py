@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import optax_suite as ox
+from catalog import CATALOG
 
 # Exponential in the text's length under a backtracking engine (Python `re`).
 EVIL = "(.|.)*$x"
@@ -198,3 +199,17 @@ def test_apply_refuses_params_none(pair):
   new_params, new_state = ox.apply(opt, grads, (params, state))
   np.testing.assert_allclose(new_params["w"], [0.9, 0.9], rtol=1e-6)
   assert int(new_state.count) == 1
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_python_float_parameter_is_refused_at_init(name):
+  """Issue 18 item 6: a Python float parameter got a -0.0 update (untrained,
+  silently); every factory's ``init`` now refuses it naming the leaf, and
+  the same value as an array trains."""
+  opt = getattr(ox, name)()
+  with pytest.raises(ValueError, match=r"params\['x'\]"):
+    opt.init({"x": 1.0, "y": jnp.ones((2, 2))})
+  params = {"x": jnp.asarray(1.0), "y": jnp.ones((2, 2))}
+  grads = {"x": jnp.asarray(0.5), "y": jnp.ones((2, 2))}
+  new_params, _ = ox.apply(opt, grads, (params, opt.init(params)))
+  assert float(new_params["x"]) != 1.0
