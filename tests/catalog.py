@@ -57,6 +57,12 @@ class Entry:
   # second-moment estimate, and Keras's Adafactor turns NaN on the same run
   # (tests/test_properties.py checks that it still does).
   finite_on_finite_gradients: bool = True
+  # The rule's `scale_by_*` name in the package (None: scale_by_<kind>).
+  rule: Any = None
+  # Own arguments of the 200-step low-precision runs (tests/test_dtypes.py),
+  # the configuration their bounds were measured on.
+  dtype_run: dict = dataclasses.field(
+      default_factory=lambda: dict(learning_rate=0.01))
 
 
 NAN, INF = float("nan"), float("inf")
@@ -91,6 +97,7 @@ CATALOG: dict[str, Entry] = {
         random_own=_adam_like),
     "adadelta": Entry(
         "Adadelta",
+        dtype_run=dict(learning_rate=1.0),
         bad_own=(("rho", (-0.1, 1.0, NAN)), EPSILON_BAD),
         edge_own=dict(rho=0.0, epsilon=0.0),
         loss_scale_run=(dict(learning_rate=1.0, rho=0.9, clipvalue=1.0, gradient_accumulation_steps=2, use_ema=True, ema_overwrite_frequency=4, weight_decay=0.02), 3, 2.0**8),
@@ -116,6 +123,7 @@ CATALOG: dict[str, Entry] = {
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
     "sgd": Entry(
         "SGD",
+        dtype_run=dict(learning_rate=0.01, momentum=0.9),
         bad_own=(("momentum", (-0.5, 1.01, NAN, INF, "0.9")),),
         edge_own=dict(momentum=1.0, nesterov=True),
         loss_scale_run=(dict(learning_rate=0.02, momentum=0.9, nesterov=True, gradient_accumulation_steps=2, use_ema=True, weight_decay=0.01), 3, 2.0**8),
@@ -128,6 +136,7 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(1e-3, 0.01, 0.1)),
     "adamw": Entry(
         "AdamW",
+        rule="scale_by_adam",
         fused_accumulation_bit_exact=True,
         bad_own=(("beta_1", (-0.1, 1.0, NAN)), ("beta_2", (-0.1, 1.0, INF)), EPSILON_BAD, ("weight_decay", (None,))),
         edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
@@ -151,6 +160,7 @@ CATALOG: dict[str, Entry] = {
             beta_2=float(rng.choice([0.0, 0.5, 0.99])))),
     "schedule_free_adamw": Entry(
         "ScheduleFreeAdamW",
+        dtype_run=dict(learning_rate=0.01, warmup_steps=10),
         fused_accumulation_bit_exact=True,
         bad_own=(("beta_1", (0.0, -0.1, 1.5, NAN)), ("beta_2", (-0.1, 1.0, NAN)), EPSILON_BAD, ("warmup_steps", (-1, 2.5, "3", True, None))),
         edge_own=dict(beta_1=1.0, beta_2=0.0, epsilon=0.0, warmup_steps=0),
@@ -227,6 +237,7 @@ CATALOG: dict[str, Entry] = {
         random_own=_adam_like),
     "ftrl": Entry(
         "Ftrl",
+        dtype_run=dict(learning_rate=0.05),
         fused_accumulation_bit_exact=True,
         bad_own=(("learning_rate_power", (0.5, 1, NAN, -INF, "-0.5")), ("initial_accumulator_value", (-0.1, NAN, INF)), ("l1_regularization_strength", (-1e-3, NAN)), ("l2_regularization_strength", (-1e-3, INF)), ("l2_shrinkage_regularization_strength", (-1e-3, NAN)), ("beta", (-0.5, NAN, "0.1"))),
         edge_own=dict(learning_rate_power=0.0, initial_accumulator_value=0.0, l1_regularization_strength=0.0, l2_regularization_strength=0.0, l2_shrinkage_regularization_strength=0.0, beta=0.0),
@@ -250,6 +261,7 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(0.01, 0.05, 0.2)),
     "adafactor": Entry(
         "Adafactor",
+        dtype_run=dict(learning_rate=0.05),
         finite_on_finite_gradients=False,
         bad_own=(("beta_2_decay", (0.8, NAN, -INF, "-0.8")), ("epsilon_1", (-1e-30, NAN, INF)), ("epsilon_2", (-1e-3, NAN)), ("clip_threshold", (0.0, -1.0, NAN, INF))),
         edge_own=dict(beta_2_decay=0.0, epsilon_1=0.0, epsilon_2=0.0, relative_step=False),
@@ -270,3 +282,12 @@ CATALOG: dict[str, Entry] = {
 }
 
 KINDS = tuple(CATALOG)
+# The optimizers whose factories take lazy_rows (Entry.row_separable).
+ROW_SEPARABLE = tuple(k for k in KINDS if CATALOG[k].row_separable)
+NOT_ROW_SEPARABLE = tuple(k for k in KINDS if not CATALOG[k].row_separable)
+
+
+def rule_name(kind: str) -> str:
+  """The package's name of `kind`'s rule, e.g. "scale_by_adam"."""
+  return CATALOG[kind].rule or f"scale_by_{kind}"
+

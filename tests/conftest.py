@@ -1,15 +1,50 @@
-"""Session-wide test hooks: the parity summary line per module.
+"""Session-wide test hooks: the fast tier, and the parity summary line.
+
+The fast tier (``pytest -m "not slow"``) leaves out what is marked ``slow``:
+child processes, notebooks, the 8-device runs and long hypothesis runs,
+marked where they are written, and the extra cases of heavy
+parametrizations. A parametrized test marked ``fast_cases(k)`` keeps ``k`` of
+its cases in the fast tier, spread over its case list from an offset that
+depends on the test module (so that modules pick different optimizers, and
+the tests of one module, which often share a cached run, pick the same
+cases); the other cases are marked ``slow``. CI runs everything.
 
 Under pytest-xdist (``-n 2``, as ``.ci/run`` runs) each worker records its
 own deviations; the workers send them to the controller when they finish,
 which merges them (largest per module) before printing.
 """
 
+import collections
 import sys
+import zlib
 
 import pytest
 
 _MERGED: dict = {}
+
+
+def fast_indices(module: str, n: int, k: int) -> set:
+  """The `k` of `n` cases a `fast_cases(k)` test keeps in the fast tier."""
+  offset = zlib.crc32(module.encode()) % n
+  return {(offset + (i * n) // k) % n for i in range(min(k, n))}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the marks
+def pytest_collection_modifyitems(config, items):
+  """Marks the cases of `fast_cases(k)` tests beyond their k as slow."""
+  del config
+  groups = collections.defaultdict(list)
+  for item in items:
+    marker = item.get_closest_marker("fast_cases")
+    if marker is not None:
+      key = (item.module.__name__, getattr(item, "originalname", item.name))
+      groups[key].append((item, marker))
+  for (module, _), members in groups.items():
+    (k,) = members[0][1].args
+    keep = fast_indices(module, len(members), k)
+    for i, (item, _) in enumerate(members):
+      if i not in keep:
+        item.add_marker(pytest.mark.slow)
 
 
 def _deviations() -> dict:

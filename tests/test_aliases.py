@@ -111,6 +111,7 @@ def test_signature_matches_keras(kind):
       ("lazy_rows", inspect.Parameter.KEYWORD_ONLY)]
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("option", sorted(BASE_OPTIONS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_base_option_parity(kind, option):
@@ -130,6 +131,7 @@ def test_base_option_parity(kind, option):
     "kind,kwargs",
     [(k, kw) for k in KINDS for kw in CATALOG[k].own],
     ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.items())))
+@pytest.mark.fast_cases(1)
 def test_own_argument_parity(kind, kwargs):
   """Each optimizer's own arguments (amsgrad, momentum, centered, ...)."""
   expected, actual, _ = run_both(kind, dict(kwargs, global_clipnorm=5.0))
@@ -158,6 +160,7 @@ def _random_config(rng):
   return kind, kw
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("seed", range(12))
 def test_random_configuration_parity(seed):
   """Random configurations of every argument, on random tree shapes."""
@@ -182,6 +185,7 @@ def test_random_configuration_parity(seed):
   assert_trajectories_match(expected, actual, ulps=ulps)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", KINDS)
 def test_exclude_from_weight_decay_matches_keras(kind):
   """Name patterns exclude leaves as Keras's exclude_from_weight_decay does."""
@@ -203,6 +207,7 @@ def test_exclude_from_weight_decay_matches_keras(kind):
                          by_name[-1]["dense"]["bias"])
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", KINDS)
 def test_learning_rate_forms(kind):
   """An int, a zero-argument callable and a constant schedule agree with Keras's float."""
@@ -235,6 +240,7 @@ def test_works_without_jit_and_inside_optax_chain():
       np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", KINDS)
 def test_inject_hyperparams_runs_every_factory(kind):
   """inject_hyperparams(factory) gives the numbers of the factory itself."""

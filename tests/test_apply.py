@@ -26,13 +26,11 @@ from helpers import grad_seq  # noqa: E402
 from helpers import table_params  # noqa: E402
 
 STEPS = 12
-# Their updates mix a leaf's rows (trust ratio, factored moments,
-# orthogonalization): their factories refuse lazy_rows.
-NOT_ROW_SEPARABLE = ("lamb", "adafactor", "muon")
-
-# Rules whose dense-accumulation fused step is measured bit for bit.
-BIT_EXACT_ACCUMULATION = ("adam", "adamax", "adamw", "lion", "nadam",
-                          "schedule_free_adamw", "ftrl", "muon")
+# lazy_rows is refused by the rules that mix a leaf's rows; the fused
+# accumulation step is bit-exact for the rules the catalog says.
+NOT_ROW_SEPARABLE = tuple(k for k in KINDS if not CATALOG[k].row_separable)
+BIT_EXACT_ACCUMULATION = tuple(
+    k for k in KINDS if CATALOG[k].fused_accumulation_bit_exact)
 
 CONFIGS = {
     "plain": {},
@@ -75,6 +73,7 @@ def assert_same_within_ulps(a, b):
       np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_fused_step_equals_update_then_apply_updates(kind, config):
@@ -174,6 +173,7 @@ def test_fused_step_with_ema_copies_no_parameter_sized_buffer(ema):
   assert compiled.memory_analysis().temp_size_in_bytes < 4 * size
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("overwrite", [None, 2])
 @pytest.mark.parametrize("kind", ["adam", "adamax", "adagrad", "lamb"])
 def test_fused_step_equals_split_for_low_precision_and_integer_leaves(

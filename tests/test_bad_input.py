@@ -73,6 +73,7 @@ def test_two_clips_at_once(kind, clips):
     assert f"{name}={clips.get(name)}" in str(info.value)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", list(FACTORIES))
 def test_int_learning_rate_accepted(kind):
   """An int learning rate works (Keras refuses it) and equals the float."""
@@ -198,6 +199,7 @@ def _nan_leaves(params):
 
 @pytest.mark.parametrize("kind,kwargs", NO_SCALING,
                          ids=[k for k, _ in NO_SCALING])
+@pytest.mark.fast_cases(1)
 def test_non_finite_grads_without_scaling_match_keras(kind, kwargs):
   """Without loss scaling NaN/Inf/1e30 gradients do exactly what Keras does.
 
@@ -225,6 +227,7 @@ def test_non_finite_grads_without_scaling_match_keras(kind, kwargs):
 
 @pytest.mark.parametrize("kind,kwargs", NO_SCALING,
                          ids=[k for k, _ in NO_SCALING])
+@pytest.mark.fast_cases(1)
 def test_non_finite_grads_with_scaling_are_skipped(kind, kwargs):
   """Under loss scaling NaN and Inf steps leave params and state finite.
 

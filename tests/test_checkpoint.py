@@ -68,6 +68,7 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_round_trip_and_continued_training_are_bitwise_equal(name, tmp_path):
   opt = OPTIMIZERS[name]()

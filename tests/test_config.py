@@ -119,6 +119,7 @@ OURS = {
 }
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("case", sorted(OURS))
 def test_round_trip_through_json_rebuilds_the_same_optimizer(case):
   opt = OURS[case]()
@@ -224,6 +225,7 @@ def test_keras_serialized_optimizer_is_read_and_written_back(case):
                                   "Adagrad-float",
                                   "Nadam-float", "Lamb-float",
                                   "Ftrl-float", "Adafactor-float"])
+@pytest.mark.fast_cases(1)
 def test_optimizer_carried_over_from_keras_trains_as_keras(case):
   keras_opt = KERAS_OPTIMIZERS[case]()
   opt = ox.from_config(keras.optimizers.serialize(keras_opt))

@@ -268,6 +268,7 @@ def check(kind, config, name, error=None):
     raise error
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind, config", CASES, ids=IDS)
 def test_init_with_abstract_input(kind, config):
   """sharding_test's `test_init_with_abstract_input`: `init` on a
@@ -275,6 +276,7 @@ def test_init_with_abstract_input(kind, config):
   check(kind, config, "abstract_input")
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind, config", CASES, ids=IDS)
 def test_jit_eager_dtypes_extra_args_and_leaves(kind, config):
   """On float32, bfloat16, float16, integer, None and empty leaves at once:
@@ -294,12 +296,14 @@ UNWRAPPED = [(c, i) for c, i in zip(CASES, IDS) if CONFIGS[c[1]][1] is None]
 
 @pytest.mark.parametrize("kind, config", [c for c, _ in UNWRAPPED],
                          ids=[i for _, i in UNWRAPPED])
+@pytest.mark.fast_cases(1)
 def test_optimizers_can_be_wrapped_in_inject_hyperparams(kind, config):
   """alias_test's case (configurations without a wrapper): the same updates
   and inner state through `ox.inject_hyperparams`, to optax's rtol."""
   check(kind, config, "inject")
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind, config", CASES, ids=IDS)
 def test_works_inside_optax_combinators(kind, config):
   """Inside `optax.chain`, `optax.masked`, `optax.multi_transform` and
@@ -344,6 +348,7 @@ def float64_results():
                      if l.startswith("JSON")][-1][4:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, config", CASES, ids=IDS)
 def test_mixed_float32_float64_dtypes_under_x64(float64_results, kind,
                                                 config):
@@ -369,6 +374,7 @@ def explicit_results():
   return by_case
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, config", CASES, ids=IDS)
 def test_explicit_sharding_types_kept(explicit_results, kind, config):
   """sharding_test's `test_state_sharding_type_init_match_update` and

@@ -126,6 +126,7 @@ def one_ulp_up(params):
   return jax.tree.map(lambda p: jnp.nextafter(p, jnp.inf), params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_keras_fit_and_flax_optax_suite_train_the_same_curve(
     name, digits, keras_runs):
@@ -149,6 +150,7 @@ def test_keras_fit_and_flax_optax_suite_train_the_same_curve(
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_plain_optax_port_is_outside_the_tolerance(digits, keras_runs):
   """The bound is tight enough to catch what plain optax does differently."""
   x, y = digits

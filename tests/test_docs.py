@@ -47,6 +47,7 @@ def test_readme_api_table_lists_every_public_name():
   assert sorted(listed) == sorted(ox.__all__)
 
 
+@pytest.mark.slow
 def test_imports_with_docstrings_stripped():
   """`python -OO` strips docstrings; the factories' docstrings are filled in
   at import time, which must not fail without them (issue 9 item 3)."""

@@ -17,6 +17,9 @@ import optax
 import pytest
 
 import optax_suite as ox
+from catalog import CATALOG
+from catalog import KINDS
+from catalog import rule_name
 from keras_oracle import assert_trajectories_match
 from keras_oracle import keras_trajectory
 from keras_oracle import make_params
@@ -25,25 +28,10 @@ from keras_oracle import ours_trajectory
 from keras_oracle import varied_grads
 
 STEPS = 200
-CASES = {
-    "adam": (ox.adam, ox.scale_by_adam, dict(learning_rate=0.01)),
-    "adamax": (ox.adamax, ox.scale_by_adamax, dict(learning_rate=0.01)),
-    "rmsprop": (ox.rmsprop, ox.scale_by_rmsprop, dict(learning_rate=0.01)),
-    "adadelta": (ox.adadelta, ox.scale_by_adadelta, dict(learning_rate=1.0)),
-    "sgd": (ox.sgd, ox.scale_by_sgd, dict(learning_rate=0.01, momentum=0.9)),
-    "adamw": (ox.adamw, ox.scale_by_adam, dict(learning_rate=0.01)),
-    "lion": (ox.lion, ox.scale_by_lion, dict(learning_rate=0.01)),
-    "schedule_free_adamw": (ox.schedule_free_adamw,
-                            ox.scale_by_schedule_free_adamw,
-                            dict(learning_rate=0.01, warmup_steps=10)),
-    "muon": (ox.muon, ox.scale_by_muon, dict(learning_rate=0.01)),
-    "adagrad": (ox.adagrad, ox.scale_by_adagrad, dict(learning_rate=0.01)),
-    "nadam": (ox.nadam, ox.scale_by_nadam, dict(learning_rate=0.01)),
-    "lamb": (ox.lamb, ox.scale_by_lamb, dict(learning_rate=0.01)),
-    "ftrl": (ox.ftrl, ox.scale_by_ftrl, dict(learning_rate=0.05)),
-    "adafactor": (ox.adafactor, ox.scale_by_adafactor,
-                  dict(learning_rate=0.05)),
-}
+# Each optimizer at its catalog's `dtype_run`, the configuration the bounds
+# below were measured on.
+CASES = {kind: (getattr(ox, kind), getattr(ox, rule_name(kind)),
+                CATALOG[kind].dtype_run) for kind in KINDS}
 # Ours / Keras's distance is seed noise around 1 where neither fails. For
 # SGD (no normalisation: the low-dtype rounding of w + v each step is the
 # whole distance, the same operation in both) the float16 ratio over
@@ -129,6 +117,7 @@ def float32_runs():
   return params, grads, runs
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_float32_is_keras(float32_runs, kind):
   """In float32 we give Keras's numbers over 200 jitted steps."""
@@ -139,6 +128,7 @@ def test_float32_is_keras(float32_runs, kind):
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16],
                          ids=["bfloat16", "float16"])
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_low_precision_stays_near_float32(float32_runs, kind, dtype):
   """A low-precision run stays finite, in its dtype, with slots in it.
@@ -223,6 +213,7 @@ FULL_OPTIONS = dict(weight_decay=0.1, global_clipnorm=1.0, use_ema=True,
                     ema_overwrite_frequency=2, gradient_accumulation_steps=2)
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_integer_and_boolean_leaves_untouched(kind):
   """Int and bool leaves get zero updates of their own dtype and no slots."""
@@ -248,6 +239,7 @@ def test_integer_and_boolean_leaves_untouched(kind):
     assert not paths, paths  # every slot of an int/bool leaf is None
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_none_and_masked_leaves_pass_through(kind):
   """None leaves stay None; optax.masked leaves keep their raw gradient."""
@@ -269,6 +261,7 @@ def test_none_and_masked_leaves_pass_through(kind):
   assert updates["gone"] is None
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_empty_pytree(kind):
   """init and update work on an empty tree, plain and under loss scaling."""

@@ -202,6 +202,7 @@ _CRASHING_TRAINER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_crashed_run_restarted_from_checkpoint_matches(uninterrupted,
                                                        tmp_path):
   """A process killed mid-run, restarted from its last checkpoint, matches.

@@ -144,6 +144,7 @@ def _step(opt):
   return lambda g, s, p: ox.apply(opt, g, s, p)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_apply_micro_step_runs_no_rule_and_writes_no_parameter(name, wrapper):
@@ -181,6 +182,7 @@ def test_the_check_records_the_split_step(name):
   assert not any(passed)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
 def test_every_wrapper_is_a_keras_optimizer_that_rebuilds_from_its_config(
     wrapper):

@@ -133,6 +133,7 @@ def _injected_run(opt, values, params, grads, jitted=None):
   return out, state, len(traces)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_injected_hyperparameters_change_without_retrace_as_in_keras(kind):
   factory, fixed, values = CASES[kind]
@@ -241,6 +242,7 @@ def _bf16_run(opt, params, grads):
     (ox.adadelta, dict(learning_rate=1.0, rho=0.95)),
     (ox.adamax, dict(learning_rate=0.01, beta_2=0.999)),
 ], ids=["adam", "rmsprop", "adadelta", "adamax"])
+@pytest.mark.fast_cases(1)
 def test_injected_hyperparameters_stay_float32_with_bfloat16_params(
     factory, kwargs):
   """bfloat16 would round beta_2=0.999 to 1 (refused) and rho=0.95 to

@@ -113,6 +113,7 @@ def test_flax_nnx_optimizer_trains_and_passes_params(digits):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_flax_linen_train_state_trains_and_finalize_swaps_in_ema(digits):
   import flax.linen as nn
   from flax.training import train_state
@@ -159,6 +160,7 @@ def test_flax_linen_train_state_trains_and_finalize_swaps_in_ema(digits):
   assert ema_loss < TARGET_LOSS
 
 
+@pytest.mark.slow
 def test_haiku_transform_trains_with_clipping_and_accumulation(digits):
   import haiku as hk
   x, y = digits

@@ -135,6 +135,7 @@ def _round_trip(opt, make_keras, params, grads, build=build_keras,
   return ours[K:], theirs, control, (k_opt, final_vars)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind,options", CASES)
 def test_keras_continues_the_exported_run(kind, options):
   """K steps of ours, exported, then M steps of Keras's `stateless_apply`:

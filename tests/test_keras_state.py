@@ -135,6 +135,7 @@ def _assert_close(expected, got, ulps=ULPS, resume_at=RESUME_AT):
                             first_step=resume_at + 1, ulps=ulps)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_training_resumed_in_jax_continues_the_keras_run(case):
   kind, options, extra = CASES[case]

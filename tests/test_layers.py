@@ -10,9 +10,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_no_upward_import_and_no_private_read():
   """The script exits 0 with ``--check`` only when there is no violation."""
   run = subprocess.run(
@@ -22,6 +25,7 @@ def test_no_upward_import_and_no_private_read():
   assert "0 violation(s)" in run.stdout
 
 
+@pytest.mark.slow
 def test_the_rules_import_without_the_optimizer_assembly():
   """Importing every ``_rules`` module loads neither ``_optimizer`` nor a
   factory, wrapper or interop module (checked in a fresh interpreter)."""

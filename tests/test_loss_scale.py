@@ -50,6 +50,7 @@ def _loss_scale_run(kind):
 LS_KINDS = [k for k in KINDS if CATALOG[k].keras_loss_scale_keeps_state]
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", LS_KINDS)
 def test_matches_keras_with_non_finite_steps(kind):
   """Params and scale equal Keras's at every one of 40 steps, 7 of them bad.
@@ -226,6 +227,7 @@ def test_low_precision_gradients_unscaled_in_float32():
   np.testing.assert_array_equal(updates, -np.array([3.0, 2.0**-6]))
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
 def test_updates_come_back_in_the_gradients_dtype(dtype, kind="adam"):
   """optax's contract (its `test_preserve_dtype` and the `lax.cond` of

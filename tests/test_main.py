@@ -5,9 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from catalog import KINDS
 
 
+@pytest.mark.slow
 def test_demo_trains_every_optimizer_and_matches_keras():
   env = dict(os.environ, KERAS_BACKEND="jax")
   out = subprocess.run([sys.executable, "-m", "optax_suite"], env=env,

@@ -42,6 +42,7 @@ def test_notebook_is_stored_without_outputs(name):
       assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs_and_plots(name, tmp_path, monkeypatch):
   figures = tmp_path / "figures"

@@ -65,6 +65,7 @@ def test_rule_alone_in_an_optax_chain_matches_keras(make):
     tx.update(grads[0], tx.init(params))
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("relative_step", [True, False])
 @pytest.mark.parametrize("schedule", [False, True])
 def test_rho_is_min_of_lr_and_inverse_sqrt_step(relative_step, schedule):

@@ -116,6 +116,7 @@ def _compare(kind, ours_lr, keras_lr, options, seed):
 @pytest.mark.parametrize("case", [
     pytest.param(case, marks=[pytest.mark.slow] if i >= len(SCHEDULES)
                  else []) for i, case in enumerate(CASES)])
+@pytest.mark.fast_cases(1)
 def test_keras_schedule_in_factory_matches_keras(case):
   kind, class_name, arguments, options = CASES[case]
   ours = ox.schedules.from_config(arguments, class_name=class_name)

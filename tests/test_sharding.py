@@ -20,6 +20,9 @@ from catalog import KINDS
 from helpers import run_child
 from helpers import run_explicit_cases
 
+# Every test here runs 8-device child processes or reads their results.
+pytestmark = pytest.mark.slow
+
 OPTIMIZERS = KINDS
 EVERYTHING_ON = dict(use_ema=True, ema_overwrite_frequency=3,
                      gradient_accumulation_steps=2, global_clipnorm=1.0,

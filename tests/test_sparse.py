@@ -27,8 +27,8 @@ from catalog import KINDS  # noqa: E402
 
 # The optimizers that take lazy_rows: the others (a per-leaf trust ratio,
 # factored moments, orthogonalization) refuse it at construction.
-NOT_ROW_SEPARABLE = ("lamb", "adafactor", "muon")
-LAZY_KINDS = tuple(k for k in KINDS if k not in NOT_ROW_SEPARABLE)
+from catalog import NOT_ROW_SEPARABLE  # noqa: E402
+from catalog import ROW_SEPARABLE as LAZY_KINDS  # noqa: E402
 from helpers import DIM  # noqa: E402
 from helpers import ROWS  # noqa: E402
 from helpers import grad_seq  # noqa: E402
@@ -96,6 +96,7 @@ KERAS_BCOO_OPTIONS = {
 }
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("option", sorted(KERAS_BCOO_OPTIONS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_default_mode_matches_keras_with_bcoo_gradients(kind, option):
@@ -118,6 +119,7 @@ def test_default_mode_matches_keras_with_bcoo_gradients(kind, option):
   assert not np.allclose(actual[-1]["embed"][2:], params["embed"][2:])
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("kind", KINDS)
 def test_default_mode_equals_the_dense_sum_with_every_option(kind):
   """With the options Keras refuses a BCOO for (clipping, accumulation) the
@@ -210,6 +212,7 @@ def _lazy_kwargs(kind, option):
   return kw
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("option", sorted(LAZY_OPTIONS))
 @pytest.mark.parametrize("kind", LAZY_KINDS)
 def test_lazy_rows_touching_every_row_is_the_dense_rule(kind, option):
@@ -233,6 +236,7 @@ def _param_shaped(state):
           if getattr(x, "shape", None) == (ROWS, DIM)]
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("option", sorted(LAZY_OPTIONS))
 @pytest.mark.parametrize("kind", LAZY_KINDS)
 def test_lazy_rows_leave_untouched_rows_bitwise(kind, option):
@@ -479,6 +483,7 @@ def row_sharded():
   return json.loads(line[4:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", LAZY_KINDS)
 def test_row_sharded_table_with_lazy_rows(row_sharded, kind):
   """A (64, 8) table sharded by rows over 8 devices, six jitted lazy steps
