@@ -266,7 +266,7 @@ def _chain(rule, options, lr) -> optax.GradientTransformation:
           options.weight_decay, lr,
           weight_decay_mask=options.weight_decay_mask,
           exclude_from_weight_decay=options.exclude_from_weight_decay))
-  return _sparse.lazy_rows(tx) if options.lazy_rows else tx
+  return _sparse.lazy_rows_of_checked(tx) if options.lazy_rows else tx
 
 
 def _step_transform(rule, options, lr) -> optax.GradientTransformation:
@@ -287,7 +287,7 @@ def _average(options) -> Optional[optax.GradientTransformation]:
   average = _ema.ema(
       options.ema_momentum, options.ema_overwrite_frequency,
       gradient_accumulation_steps=options.gradient_accumulation_steps)
-  return _sparse.lazy_rows(average) if options.lazy_rows else average
+  return _sparse.lazy_rows_of_checked(average) if options.lazy_rows else average
 
 
 def _static_scale(options) -> jax.Array:
