@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -213,3 +214,77 @@ def test_python_float_parameter_is_refused_at_init(name):
   grads = {"x": jnp.asarray(0.5), "y": jnp.ones((2, 2))}
   new_params, _ = ox.apply(opt, grads, (params, opt.init(params)))
   assert float(new_params["x"]) != 1.0
+
+
+def _steps(opt, params, state, calls):
+  out = []
+  for i in range(calls):
+    g = jax.tree.map(lambda p, i=i: jnp.full_like(p, 1.0 + i), params)
+    u, state = opt.update(g, state, params)
+    out.append(u)
+  return out, state
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("old_k,new_k", [(2, 3), (3, 2), (2, 4)])
+def test_migrate_state_to_other_accumulation_steps_starts_a_new_cycle(
+    old_k, new_k, lazy):
+  """Issue 18 item 3: the old cycle position was kept, so the first call
+  after k=2 -> 3 could be an update of one gradient. After an update step
+  the new optimizer now runs a whole cycle of its own k first."""
+  params = {"w": jnp.ones((4, 2))}
+  old = ox.adam(0.1, gradient_accumulation_steps=old_k, lazy_rows=lazy)
+  _, state = _steps(old, params, old.init(params), 2 * old_k)
+  new = ox.adam(0.1, gradient_accumulation_steps=new_k, lazy_rows=lazy)
+  migrated = ox.migrate_state(state, new, params)
+  assert int(migrated.count) == 2 * old_k
+  updates, _ = _steps(new, params, migrated, new_k)
+  dense = [ox.apply_updates(params, u)["w"] - params["w"] for u in updates]
+  for d in dense[:-1]:
+    assert not np.any(np.asarray(d)), "a micro-step moved the parameters"
+  assert np.all(np.asarray(dense[-1]) != 0)
+
+
+def test_migrate_state_same_accumulation_mid_cycle_keeps_its_place():
+  params = {"w": jnp.ones(2)}
+  opt = ox.adam(0.1, gradient_accumulation_steps=3)
+  _, state = _steps(opt, params, opt.init(params), 4)  # one micro pending
+  migrated = ox.migrate_state(state, ox.adam(
+      0.1, gradient_accumulation_steps=3, use_ema=True), params)
+  assert int(migrated.inner.count) == 4
+  np.testing.assert_array_equal(migrated.inner.accumulated["w"],
+                                state.inner.accumulated["w"])
+
+
+def test_migrate_state_refuses_an_unrelated_state():
+  """Issue 18 item 3: None, another library's state and a dict of other
+  keys came back as a fresh state; they now raise, and a state dict of the
+  optimizer's own state (flax's to_state_dict) still migrates."""
+  import optax
+  from flax import serialization
+  params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+  opt = ox.adam(0.1, use_ema=True)
+  _, state = _steps(opt, params, opt.init(params), 2)
+  for bad in (None, {}, {"a": jnp.ones(2)}, optax.adam(0.1).init(params),
+              serialization.to_state_dict(ox.sgd(0.1).init(params))):
+    with pytest.raises(ValueError, match="migrate_state"):
+      ox.migrate_state(bad, opt, params)
+  restored = ox.migrate_state(serialization.to_state_dict(state), opt,
+                              params)
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  # Adam -> RMSprop still starts the new rule fresh (the count carries).
+  ox.migrate_state(state, ox.rmsprop(0.1, use_ema=True), params)
+
+
+def test_migrate_state_refuses_a_renamed_parameter():
+  """Issue 18 item 3: a renamed parameter silently got fresh moments; the
+  docstring says a changed parameter tree raises, and it now does, naming
+  the leaf."""
+  opt = ox.adam(0.1)
+  params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+  _, state = _steps(opt, params, opt.init(params), 2)
+  renamed = {"kernel": jnp.ones(2), "b": jnp.ones(3)}
+  with pytest.raises(ValueError, match=r"\['kernel'\].*\['w'\]"):
+    ox.migrate_state(state, opt, renamed)
