@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+import types
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import chex
 import jax
@@ -84,17 +85,20 @@ class KerasOptimizer(optax.GradientTransformationExtraArgs):
     >>> opt.factory is ox.adamax
     True
   """
-  config: dict
+  config: Mapping[str, Any]  # Read-only: editing it would not rebuild.
   factory: Callable[..., Any]
   fused_step: Callable[..., tuple]
   assign: Optional[Callable[[Any], tuple]]
 
   def __new__(cls, init: Callable[..., Any], update: Callable[..., Any], *,
-              config: dict, factory: Callable[..., Any],
+              config: Mapping[str, Any], factory: Callable[..., Any],
               fused_step: Callable[..., tuple],
               assign: Optional[Callable[[Any], tuple]] = None):
     self = super().__new__(cls, init, update)
-    for field, value in (("config", dict(config)), ("factory", factory),
+    # A read-only view of a copy: editing `opt.config` would change
+    # `get_config` but not the optimizer (issue 18 item 10).
+    frozen = types.MappingProxyType(dict(config))
+    for field, value in (("config", frozen), ("factory", factory),
                          ("fused_step", fused_step), ("assign", assign)):
       object.__setattr__(self, field, value)
     return self
@@ -104,9 +108,12 @@ class KerasOptimizer(optax.GradientTransformationExtraArgs):
         f"A KerasOptimizer's fields are set at construction; cannot set "
         f"{name!r}.")
 
+  def __getstate__(self):  # The fields travel in `__getnewargs_ex__`.
+    return None
+
   def __getnewargs_ex__(self):  # copy and pickle keep every field.
     return ((self.init, self.update), dict(
-        config=self.config, factory=self.factory,
+        config=dict(self.config), factory=self.factory,
         fused_step=self.fused_step, assign=self.assign))
 
 

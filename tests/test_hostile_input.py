@@ -288,3 +288,128 @@ def test_migrate_state_refuses_a_renamed_parameter():
   renamed = {"kernel": jnp.ones(2), "b": jnp.ones(3)}
   with pytest.raises(ValueError, match=r"\['kernel'\].*\['w'\]"):
     ox.migrate_state(state, opt, renamed)
+
+
+def test_exclude_from_weight_decay_list_is_copied():
+  """Issue 18 item 10: the list passed is not kept by reference."""
+  excluded = ["bias"]
+  opt = ox.adamw(0.1, weight_decay=0.5, exclude_from_weight_decay=excluded)
+  params = {"bias": jnp.ones(2), "w": jnp.ones(2)}
+  state = opt.init(params)
+  before, _ = opt.update(params, state, params)
+  excluded.clear()
+  after, _ = opt.update(params, state, params)
+  np.testing.assert_array_equal(before["bias"], after["bias"])
+  assert ox.get_config(opt)["config"]["exclude_from_weight_decay"] == ["bias"]
+
+
+def test_optimizer_map_is_copied_by_multi_optimizer():
+  """Issue 18 item 10: adding a key to the OptimizerMap after
+  `multi_optimizer` made `update` assign leaves differently from `init`
+  (a state that no longer fits); the map is now copied."""
+  params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+  m = ox.OptimizerMap(ox.adam(0.1), {"a": ox.sgd(0.1)})
+  opt = ox.multi_optimizer(m)
+  state = opt.init(params)
+  expected, _ = opt.update(params, state, params)
+  m["b"] = ox.rmsprop(0.5)
+  got, _ = opt.update(params, state, params)
+  for key in params:
+    np.testing.assert_array_equal(expected[key], got[key])
+  assert "b" not in ox.get_config(opt)["config"]["optimizer_map"].get(
+      "config", {}).get("optimizer_map", {})
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_config_is_read_only(name):
+  """Issue 18 item 10: editing `opt.config` changed `get_config` but not
+  the optimizer; it is now a read-only mapping, and copies still work."""
+  import copy
+  opt = getattr(ox, name)(0.1)
+  with pytest.raises(TypeError):
+    opt.config["learning_rate"] = 5.0
+  assert ox.get_config(opt)["config"]["learning_rate"] == 0.1
+  for clone in (copy.copy(opt), copy.deepcopy(opt)):
+    assert dict(clone.config) == dict(opt.config)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+@pytest.mark.parametrize("bad", [jnp.ones((1, 3)), jnp.ones(()), jnp.ones(3),
+                                 jnp.ones((2, 3), jnp.int32)],
+                         ids=["row", "scalar", "vector", "int32"])
+def test_gradient_of_another_shape_or_integer_dtype_is_refused(name, bad):
+  """Issue 18 items 6 and 9: a (1, 3), scalar or (3,) gradient for a (2, 3)
+  parameter was broadcast into the moments, and an int32 gradient gave an
+  int32 zero update; `update`, `ox.apply` and the jitted step now raise
+  naming the leaf, before any state changes."""
+  opt = getattr(ox, name)()
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  state = opt.init(params)
+  before = jax.tree.map(np.asarray, state)
+  grads = {"w": bad, "b": jnp.ones(3)}
+  with pytest.raises(ValueError, match=r"grads\['w'\]"):
+    opt.update(grads, state, params)
+  with pytest.raises(ValueError, match=r"grads\['w'\]"):
+    ox.apply(opt, grads, (params, state))
+  with pytest.raises(ValueError, match=r"grads\['w'\]"):
+    jax.jit(opt.update)(grads, state, params)
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_multi_optimizer_refuses_a_broadcast_gradient():
+  opt = ox.multi_optimizer(ox.OptimizerMap(ox.adam(), {"b": ox.sgd()}))
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  state = opt.init(params)
+  for step in (lambda g: opt.update(g, state, params),
+               lambda g: ox.apply(opt, g, (params, state))):
+    with pytest.raises(ValueError, match=r"grads\['w'\]"):
+      step({"w": jnp.ones((1, 3)), "b": jnp.ones(3)})
+
+
+def test_apply_updates_refuses_a_bcoo_of_another_shape():
+  """Issue 18 item 9: a BCOO update of the wrong shape was applied."""
+  from jax.experimental import sparse
+  params = {"t": jnp.ones((4, 3))}
+  u = sparse.BCOO((jnp.ones((1, 3)), jnp.array([[1]])), shape=(2, 3))
+  with pytest.raises(ValueError, match=r"updates\['t'\]"):
+    ox.apply_updates(params, {"t": u})
+  ok = sparse.BCOO((jnp.ones((1, 3)), jnp.array([[1]])), shape=(4, 3))
+  assert float(ox.apply_updates(params, {"t": ok})["t"][1, 0]) == 2.0
+
+
+def test_inject_hyperparams_stores_int_arguments_as_float32():
+  """Issue 18 item 5: int-valued numbers (Muon's default adam_lr_ratio=1,
+  learning_rate=1, momentum=0) were injected as int32."""
+  opt = ox.inject_hyperparams(ox.muon)(learning_rate=1, momentum=0)
+  state = opt.init({"w": jnp.ones((2, 2)), "b": jnp.ones(2)})
+  for name in ("learning_rate", "momentum", "adam_lr_ratio"):
+    assert state.hyperparams[name].dtype == jnp.float32, name
+  opt = ox.inject_hyperparams(ox.sgd)(learning_rate=np.int64(1), momentum=0)
+  state = opt.init({"w": jnp.ones(2)})
+  assert {str(v.dtype) for v in state.hyperparams.values()} == {"float32"}
+  assert opt.config["learning_rate"] == 1  # the config keeps what was given
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["update", "apply"])
+@pytest.mark.parametrize("name,value,match", [
+    ("momentum", float("nan"), "`momentum` must be in the range"),
+    ("momentum", 1.5, "`momentum` must be in the range"),
+    ("learning_rate", -1.0, "`learning_rate` must be a finite number >= 0"),
+    ("learning_rate", [0.1, 0.2], "`learning_rate` must be a scalar"),
+])
+def test_injected_bad_value_is_refused_at_the_next_update(name, value, match,
+                                                          fused):
+  """Issue 18 item 5: a NaN, out-of-range or non-scalar value set in
+  `state.hyperparams` is refused at the next eager update, naming it."""
+  opt = ox.inject_hyperparams(ox.sgd)(learning_rate=0.1, momentum=0.5)
+  params = {"w": jnp.ones(2)}
+  state = opt.init(params)
+  state.hyperparams[name] = jnp.asarray(value, jnp.float32)
+  with pytest.raises(ValueError, match=match):
+    if fused:
+      ox.apply(opt, params, (params, state))
+    else:
+      opt.update(params, state, params)
+  state.hyperparams[name] = jnp.asarray(0.2, jnp.float32)
+  opt.update(params, state, params)

@@ -128,7 +128,7 @@ def get_config(opt: Any) -> dict[str, Any]:
     }
   if factory is _multi.multi_optimizer:
     return _multi_config(config)
-  if not isinstance(config, dict) or factory not in _CLASS_OF_FACTORY:
+  if not isinstance(config, Mapping) or factory not in _CLASS_OF_FACTORY:
     raise ValueError(
         "`opt` must be an optimizer built by one of optax_suite's factories "
         f"({', '.join(sorted(f.__name__ for f in _CLASS_OF_FACTORY))}), "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 import warnings
 
 import chex
@@ -224,7 +224,8 @@ def loss_scale_optimizer(
   _checks.check_int_at_least("dynamic_growth_steps", dynamic_growth_steps, 1)
   config = getattr(inner, "config", None)
   warned = False
-  if isinstance(config, dict) and config.get("loss_scale_factor") is not None:
+  if (isinstance(config, Mapping)
+      and config.get("loss_scale_factor") is not None):
     warnings.warn(
         "The inner optimizer's `loss_scale_factor="
         f"{config['loss_scale_factor']!r}` is ignored under "
