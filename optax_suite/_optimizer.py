@@ -314,6 +314,55 @@ def _init(rule, options, params) -> KerasOptimizerState:
   )
 
 
+# (rule, options, params layout) -> the state structure `init` gives. The
+# entry holds `rule` and `options` themselves, so their ids stay theirs.
+_STATE_STRUCTURES: dict = {}
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype)
+      if hasattr(x, "dtype") else x, tree,
+      is_leaf=lambda x: x is None or _sparse.is_row_sparse(x))
+
+
+def _check_state(rule, options, state, params, updates) -> None:
+  """``state`` must be what this optimizer's ``init`` gives (trace-time).
+
+  Another optimizer's state (``ox.sgd().init(p)`` given to ``ox.adam()``),
+  optax's own, or one for other parameters would fail deep inside the rule
+  with an ``AttributeError``, or worse run; it is refused here with both
+  structures shown. The expected structure is ``jax.eval_shape`` of
+  ``init``, once per parameter layout.
+  """
+  if not isinstance(state, KerasOptimizerState):
+    raise ValueError(
+        "`state` must be the state of this optimizer (what its `init` "
+        f"returns, a KerasOptimizerState). Received: a "
+        f"{type(state).__name__}: {jax.tree.structure(state)}")
+  template = _abstract(params if params is not None else updates)
+  leaves, treedef = jax.tree.flatten(template)
+  key = (id(rule), id(options), treedef, tuple(
+      (getattr(x, "shape", None), str(getattr(x, "dtype", type(x))))
+      for x in leaves))
+  entry = _STATE_STRUCTURES.get(key)
+  if entry is None or entry[0] is not rule or entry[1] is not options:
+    try:
+      expected = jax.tree.structure(jax.eval_shape(
+          functools.partial(_init, rule, options), template))
+    except Exception:  # pylint: disable=broad-except
+      return  # Gradients that are not parameter-like: nothing to compare.
+    if len(_STATE_STRUCTURES) >= 64:
+      _STATE_STRUCTURES.pop(next(iter(_STATE_STRUCTURES)))
+    entry = _STATE_STRUCTURES[key] = (rule, options, expected)
+  got: Any = jax.tree.structure(state)
+  if got != entry[2]:
+    raise ValueError(
+        "`state` is not a state of this optimizer for these parameters (is "
+        "it another optimizer's, or another configuration's?).\n"
+        f"  state:    {got}\n  expected: {entry[2]}")
+
+
 def _prepare(options, needs, updates, state, params) -> tuple:
   """Checks, the dense sum of BCOO leaves (default), the static unscale.
 
@@ -343,6 +392,7 @@ def _prepare(options, needs, updates, state, params) -> tuple:
 
 
 def _update(rule, options, needs, updates, state, params=None, **extra_args):
+  _check_state(rule, options, state, params, updates)
   updates, lr, scale = _prepare(options, needs, updates, state, params)
   # `optax.chain` hands `extra_args` to the parts that take them (a rule
   # built with `optax.GradientTransformationExtraArgs`) and not the others.
@@ -370,6 +420,7 @@ def _fused_step(rule, options, needs, grads, state, params) -> tuple:
   copied every average after it, on every call.)
   """
   k = options.gradient_accumulation_steps
+  _check_state(rule, options, state, params, grads)
   grads, lr, scale = _prepare(options, needs, grads, state, params)
   acc_state = state.inner
   is_update = (acc_state.count + 1) % k == 0

@@ -413,3 +413,128 @@ def test_injected_bad_value_is_refused_at_the_next_update(name, value, match,
       opt.update(params, state, params)
   state.hyperparams[name] = jnp.asarray(0.2, jnp.float32)
   opt.update(params, state, params)
+
+
+@pytest.mark.parametrize("make_state", [
+    lambda p: ox.sgd().init(p), lambda p: ox.adam(use_ema=True).init(p),
+    lambda p: __import__("optax").adam(0.1).init(p),
+    lambda p: ox.adam().init({"w": jnp.ones(2)})],
+    ids=["sgd", "adam_ema", "optax_adam", "other_params"])
+@pytest.mark.parametrize("fused", [False, True], ids=["update", "apply"])
+def test_state_of_another_optimizer_is_refused(make_state, fused):
+  """Issue 18: another optimizer's state raised an AttributeError from deep
+  inside the rule; it is now a ValueError saying what `state` must be."""
+  opt = ox.adam()
+  params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+  state = make_state(params)
+  with pytest.raises(ValueError, match="`state`"):
+    if fused:
+      ox.apply(opt, params, (params, state))
+    else:
+      opt.update(params, state, params)
+
+
+@pytest.mark.parametrize("mask,match", [
+    (5, r"weight_decay_mask=5"), ("w", r"weight_decay_mask='w'"),
+    ({"w": True, "b": 1}, r"weight_decay_mask\['b'\]=1"),
+    ({"w": True, "b": "no"}, r"weight_decay_mask\['b'\]='no'")])
+def test_bad_weight_decay_mask_leaf_is_refused_at_construction(mask, match):
+  with pytest.raises(ValueError, match=match):
+    ox.adamw(weight_decay_mask=mask)
+
+
+def test_weight_decay_mask_of_another_structure_names_the_mask():
+  params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+  for mask in ({"w": True}, lambda p: {"w": True}):
+    opt = ox.adamw(weight_decay_mask=mask)
+    state = opt.init(params)
+    with pytest.raises(ValueError, match="`weight_decay_mask` must have"):
+      opt.update(params, state, params)
+  opt = ox.adamw(weight_decay_mask={"w": True, "b": np.False_})
+  opt.update(params, opt.init(params), params)
+
+
+def _multi_config():
+  return ox.get_config(ox.multi_optimizer(
+      ox.OptimizerMap(ox.adam(), {"a": ox.sgd()})))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c["config"]["optimizer_map"]["config"].pop(
+        "default_optimizer"), "'default_optimizer'"),
+    (lambda c: c["config"]["optimizer_map"]["config"].__setitem__(
+        "optimizer_map", [["a", {}]]), "'optimizer_map'.*must be a dict"),
+    (lambda c: c["config"]["optimizer_map"]["config"].__setitem__(
+        "optimizer_map", []), "'optimizer_map'.*must be a dict"),
+    (lambda c: c["config"]["optimizer_map"].__setitem__("config", []),
+     "needs a dict under 'config'"),
+    (lambda c: c["config"].__setitem__("optimizer_map", []),
+     "serialized OptimizerMap"),
+])
+def test_bad_multi_optimizer_config_is_named(edit, match):
+  config = _multi_config()
+  edit(config)
+  with pytest.raises(ValueError, match=match):
+    ox.from_config(config)
+
+
+def test_names_where_objects_are_expected():
+  with pytest.raises(TypeError, match="`keras_optimizer` must be a Keras"):
+    ox.from_keras("adam", {"w": jnp.ones(2)})
+  with pytest.raises(TypeError, match="`keras_optimizer` must be a Keras"):
+    ox.state_from_keras(ox.adam(), "adam", {"w": jnp.ones(2)})
+  with pytest.raises(TypeError, match="`inner` must be an optax"):
+    ox.loss_scale_optimizer("adam")
+
+
+def _config_keys():
+  keys = set()
+  for name in CATALOG:
+    keys |= set(ox.get_config(getattr(ox, name)())["config"])
+  return sorted(keys)
+
+
+def _malformed_configs():
+  from hypothesis import strategies as st
+  scalars = st.one_of(
+      st.none(), st.booleans(), st.integers(-2**40, 2**40),
+      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+      st.sampled_from([1e39, 1e-50, -0.0, "(", "False", 2**31]))
+  values = st.recursive(
+      scalars, lambda inner: st.one_of(
+          st.lists(inner, max_size=3),
+          st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+      max_leaves=6)
+  keys = st.one_of(st.sampled_from(_config_keys()), st.text(max_size=6))
+  class_names = st.one_of(
+      st.sampled_from([CATALOG[n].keras_class for n in CATALOG]
+                      + ["MultiOptimizer", "LossScaleOptimizer",
+                         "OptimizerMap", "adam", ""]),
+      st.text(max_size=6), st.integers(), st.none())
+  config = st.one_of(st.dictionaries(keys, values, max_size=6), values)
+  return st.one_of(
+      st.fixed_dictionaries({"class_name": class_names, "config": config}),
+      st.fixed_dictionaries({"class_name": class_names}),
+      values)
+
+
+def test_random_malformed_configs_are_refused_cleanly():
+  """Issue 18: random malformed configs through `ox.from_config` either
+  build an optimizer or raise ValueError/TypeError, each within 2 s."""
+  import hypothesis
+  _warm()
+
+  @hypothesis.settings(max_examples=60, deadline=None, database=None,
+                       suppress_health_check=list(hypothesis.HealthCheck))
+  @hypothesis.given(_malformed_configs())
+  def check(config):
+    start = time.perf_counter()
+    try:
+      opt = ox.from_config(config)
+    except (ValueError, TypeError):
+      pass
+    else:
+      assert callable(opt.init) and callable(opt.update)
+    assert time.perf_counter() - start < 2.0, config
+
+  check()

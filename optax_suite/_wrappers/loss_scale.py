@@ -217,6 +217,12 @@ def loss_scale_optimizer(
     >>> updates, state.scale
     (Array([-0.], dtype=float32), Array(2., dtype=float32))
   """
+  if not (callable(getattr(inner, "init", None))
+          and callable(getattr(inner, "update", None))):
+    raise TypeError(
+        "`inner` must be an optax GradientTransformation (e.g. "
+        "`optax_suite.adam()`), not a name or a config. Received: "
+        f"inner={inner!r}")
   _checks.check_number("initial_scale", initial_scale)
   if not (math.isfinite(float(initial_scale)) and float(initial_scale) > 0):
     raise ValueError("`initial_scale` must be a finite number > 0. "
