@@ -152,10 +152,10 @@ def check_leaves_fit(grads: Any, params: Any) -> None:
   g_leaves = jax.tree_util.tree_flatten_with_path(grads, is_leaf=_is_bcoo)[0]
   p_leaves = jax.tree.leaves(params)
   for (path, g), p in zip(g_leaves, p_leaves):
-    if g is None or p is None or not hasattr(p, "shape"):
-      continue
+    if g is None or p is None or not hasattr(p, "shape") or _is_bcoo(g):
+      continue  # A BCOO's layout and shape: `sparse.check_row_sparse`.
     name = f"grads{jax.tree_util.keystr(path)}"
-    g_shape = tuple(jnp.shape(g)) if not _is_bcoo(g) else tuple(g.shape)
+    g_shape = tuple(jnp.shape(g))
     if g_shape != tuple(jnp.shape(p)):
       raise ValueError(
           f"The gradient at `{name}` has shape {g_shape} where its parameter "
