@@ -82,7 +82,9 @@ class BaseOptions:
     if self.exclude_from_weight_decay is not None:
       object.__setattr__(self, "exclude_from_weight_decay",
                          tuple(self.exclude_from_weight_decay))
-    # weight_decay_mask: any tree of booleans or callable is accepted.
+    # weight_decay_mask: a tree of booleans or a callable (its structure is
+    # checked against the parameters at `update`).
+    _weight_decay.check_mask(self.weight_decay_mask)
     if not isinstance(self.lazy_rows, bool):
       raise ValueError(
           "`lazy_rows` must be True or False. "

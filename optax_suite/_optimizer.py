@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+import types
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import chex
 import jax
@@ -84,17 +85,20 @@ class KerasOptimizer(optax.GradientTransformationExtraArgs):
     >>> opt.factory is ox.adamax
     True
   """
-  config: dict
+  config: Mapping[str, Any]  # Read-only: editing it would not rebuild.
   factory: Callable[..., Any]
   fused_step: Callable[..., tuple]
   assign: Optional[Callable[[Any], tuple]]
 
   def __new__(cls, init: Callable[..., Any], update: Callable[..., Any], *,
-              config: dict, factory: Callable[..., Any],
+              config: Mapping[str, Any], factory: Callable[..., Any],
               fused_step: Callable[..., tuple],
               assign: Optional[Callable[[Any], tuple]] = None):
     self = super().__new__(cls, init, update)
-    for field, value in (("config", dict(config)), ("factory", factory),
+    # A read-only view of a copy: editing `opt.config` would change
+    # `get_config` but not the optimizer (issue 18 item 10).
+    frozen = types.MappingProxyType(dict(config))
+    for field, value in (("config", frozen), ("factory", factory),
                          ("fused_step", fused_step), ("assign", assign)):
       object.__setattr__(self, field, value)
     return self
@@ -104,9 +108,12 @@ class KerasOptimizer(optax.GradientTransformationExtraArgs):
         f"A KerasOptimizer's fields are set at construction; cannot set "
         f"{name!r}.")
 
+  def __getstate__(self):  # The fields travel in `__getnewargs_ex__`.
+    return None
+
   def __getnewargs_ex__(self):  # copy and pickle keep every field.
     return ((self.init, self.update), dict(
-        config=self.config, factory=self.factory,
+        config=dict(self.config), factory=self.factory,
         fused_step=self.fused_step, assign=self.assign))
 
 
@@ -266,7 +273,7 @@ def _chain(rule, options, lr) -> optax.GradientTransformation:
           options.weight_decay, lr,
           weight_decay_mask=options.weight_decay_mask,
           exclude_from_weight_decay=options.exclude_from_weight_decay))
-  return _sparse.lazy_rows(tx) if options.lazy_rows else tx
+  return _sparse.lazy_rows_of_checked(tx) if options.lazy_rows else tx
 
 
 def _step_transform(rule, options, lr) -> optax.GradientTransformation:
@@ -287,7 +294,7 @@ def _average(options) -> Optional[optax.GradientTransformation]:
   average = _ema.ema(
       options.ema_momentum, options.ema_overwrite_frequency,
       gradient_accumulation_steps=options.gradient_accumulation_steps)
-  return _sparse.lazy_rows(average) if options.lazy_rows else average
+  return _sparse.lazy_rows_of_checked(average) if options.lazy_rows else average
 
 
 def _static_scale(options) -> jax.Array:
@@ -305,6 +312,55 @@ def _init(rule, options, params) -> KerasOptimizerState:
                             jnp.zeros([], jnp.float32)).init(params),
       ema=average.init(params) if average else optax.EmptyState(),
   )
+
+
+# (rule, options, params layout) -> the state structure `init` gives. The
+# entry holds `rule` and `options` themselves, so their ids stay theirs.
+_STATE_STRUCTURES: dict = {}
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype)
+      if hasattr(x, "dtype") else x, tree,
+      is_leaf=lambda x: x is None or _sparse.is_row_sparse(x))
+
+
+def _check_state(rule, options, state, params, updates) -> None:
+  """``state`` must be what this optimizer's ``init`` gives (trace-time).
+
+  Another optimizer's state (``ox.sgd().init(p)`` given to ``ox.adam()``),
+  optax's own, or one for other parameters would fail deep inside the rule
+  with an ``AttributeError``, or worse run; it is refused here with both
+  structures shown. The expected structure is ``jax.eval_shape`` of
+  ``init``, once per parameter layout.
+  """
+  if not isinstance(state, KerasOptimizerState):
+    raise ValueError(
+        "`state` must be the state of this optimizer (what its `init` "
+        f"returns, a KerasOptimizerState). Received: a "
+        f"{type(state).__name__}: {jax.tree.structure(state)}")
+  template = _abstract(params if params is not None else updates)
+  leaves, treedef = jax.tree.flatten(template)
+  key = (id(rule), id(options), treedef, tuple(
+      (getattr(x, "shape", None), str(getattr(x, "dtype", type(x))))
+      for x in leaves))
+  entry = _STATE_STRUCTURES.get(key)
+  if entry is None or entry[0] is not rule or entry[1] is not options:
+    try:
+      expected = jax.tree.structure(jax.eval_shape(
+          functools.partial(_init, rule, options), template))
+    except Exception:  # pylint: disable=broad-except
+      return  # Gradients that are not parameter-like: nothing to compare.
+    if len(_STATE_STRUCTURES) >= 64:
+      _STATE_STRUCTURES.pop(next(iter(_STATE_STRUCTURES)))
+    entry = _STATE_STRUCTURES[key] = (rule, options, expected)
+  got: Any = jax.tree.structure(state)
+  if got != entry[2]:
+    raise ValueError(
+        "`state` is not a state of this optimizer for these parameters (is "
+        "it another optimizer's, or another configuration's?).\n"
+        f"  state:    {got}\n  expected: {entry[2]}")
 
 
 def _prepare(options, needs, updates, state, params) -> tuple:
@@ -336,6 +392,7 @@ def _prepare(options, needs, updates, state, params) -> tuple:
 
 
 def _update(rule, options, needs, updates, state, params=None, **extra_args):
+  _check_state(rule, options, state, params, updates)
   updates, lr, scale = _prepare(options, needs, updates, state, params)
   # `optax.chain` hands `extra_args` to the parts that take them (a rule
   # built with `optax.GradientTransformationExtraArgs`) and not the others.
@@ -363,6 +420,7 @@ def _fused_step(rule, options, needs, grads, state, params) -> tuple:
   copied every average after it, on every call.)
   """
   k = options.gradient_accumulation_steps
+  _check_state(rule, options, state, params, grads)
   grads, lr, scale = _prepare(options, needs, grads, state, params)
   acc_state = state.inner
   is_update = (acc_state.count + 1) % k == 0

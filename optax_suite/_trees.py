@@ -138,6 +138,34 @@ def check_same_structure(grads: Any, params: Any) -> None:
         "The structure of the gradients does not match the structure of "
         f"`params`.\n  grads:  {gs}\n  params: {ps}"
     )
+  check_leaves_fit(grads, params)
+
+
+def check_leaves_fit(grads: Any, params: Any) -> None:
+  """Each gradient has its parameter's shape, and a float parameter's
+  gradient is a float (trace-time: shapes and dtypes only).
+
+  A ``(1, 3)`` or scalar gradient for a ``(2, 3)`` parameter would be
+  broadcast into the moments, and an integer gradient of a float
+  parameter give an integer zero update: both are refused, naming the leaf.
+  """
+  g_leaves = jax.tree_util.tree_flatten_with_path(grads, is_leaf=_is_bcoo)[0]
+  p_leaves = jax.tree.leaves(params)
+  for (path, g), p in zip(g_leaves, p_leaves):
+    if g is None or p is None or not hasattr(p, "shape") or _is_bcoo(g):
+      continue  # A BCOO's layout and shape: `sparse.check_row_sparse`.
+    name = f"grads{jax.tree_util.keystr(path)}"
+    g_shape = tuple(jnp.shape(g))
+    if g_shape != tuple(jnp.shape(p)):
+      raise ValueError(
+          f"The gradient at `{name}` has shape {g_shape} where its parameter "
+          f"has shape {tuple(jnp.shape(p))}: gradients are not broadcast.")
+    if is_trainable(p) and hasattr(g, "dtype") and not jnp.issubdtype(
+        g.dtype, jnp.floating):
+      raise ValueError(
+          f"The gradient at `{name}` is {g.dtype} where its parameter is "
+          f"{p.dtype}: a floating-point parameter needs a floating-point "
+          "gradient (cast it, e.g. `g.astype(p.dtype)`).")
 
 
 class _Pack:

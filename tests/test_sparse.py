@@ -536,3 +536,80 @@ def test_unique_rows_sums_each_row_once_in_order(ids):
   np.testing.assert_array_equal(np.asarray(got.ids)[n:], 8)
   np.testing.assert_array_equal(np.asarray(got.data)[:n], want[want_ids])
   np.testing.assert_array_equal(np.asarray(got.data)[n:], 0)
+
+
+# Issue 18 item 2: the sparse configurations, eagerly and under jax.jit.
+EAGER_JIT_OPTIONS = {
+    "ema": dict(use_ema=True),
+    "ema_overwrite": dict(use_ema=True, ema_overwrite_frequency=2),
+    "accumulation": dict(gradient_accumulation_steps=2),
+    "accumulation_ema": dict(gradient_accumulation_steps=3, use_ema=True,
+                             ema_overwrite_frequency=2),
+    "everything": LAZY_OPTIONS["everything"],
+}
+ROW_SEPARABLE = tuple(k for k in KINDS if CATALOG[k].row_separable)
+
+
+def _eager_trajectory(opt, params, grads_seq, fused=False):
+  state = opt.init(params)
+  out = []
+  for g in grads_seq:
+    if fused:
+      params, state = ox.apply(opt, g, state, params)
+    else:
+      updates, state = opt.update(g, state, params)
+      params = ox.apply_updates(params, updates)
+    out.append((jax.tree.map(np.asarray, params),
+                jax.tree.map(np.asarray, state)))
+  return out
+
+
+def _slow_unless(fast):
+  return () if fast else (pytest.mark.slow,)
+
+
+# One configuration per optimizer runs in the inner loop; the rest are slow.
+EAGER_JIT_CASES = [
+    pytest.param(kind, option, fused,
+                 id=f"{kind}-{option}-{'apply' if fused else 'update'}",
+                 marks=_slow_unless(option == "accumulation_ema"
+                                    and not fused))
+    for kind in ROW_SEPARABLE for option in sorted(EAGER_JIT_OPTIONS)
+    for fused in (False, True)]
+
+
+@pytest.mark.parametrize("kind,option,fused", EAGER_JIT_CASES)
+def test_lazy_rows_eager_and_jit_agree(kind, option, fused):
+  """Repeated row ids with the EMA (and its overwrite, and accumulation)
+  raised eagerly: the EMA's lazy stage refused the padding rows (id
+  ``rows``) of the rule's own update, which jit drops. Eager and jitted
+  steps now give the same parameters and state."""
+  rng = np.random.default_rng(5)
+  params = {"embed": jnp.asarray(rng.normal(size=(ROWS, DIM)), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=(DIM,)), jnp.float32)}
+  grads = [{"embed": r, "bias": jnp.asarray(rng.normal(size=(DIM,)),
+                                            jnp.float32)}
+           for r in row_grads(4, seed=5)]
+  kw = dict(EAGER_JIT_OPTIONS[option], lazy_rows=True)
+  opt = getattr(ox, kind)(**kw)
+  eager = _eager_trajectory(opt, params, grads, fused)
+  jitted = trajectory(opt, params, grads, fused)
+  for (p, s), (q, r) in zip(eager, jitted):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=2e-6, atol=1e-7), (p, s), (q, r))
+
+
+def test_lazy_rows_ema_with_one_repeated_row_eagerly():
+  """The issue's example: two ids of the same row, eagerly."""
+  table = {"embed": jnp.ones((4, 3))}
+  g = {"embed": sparse.BCOO((jnp.ones((2, 3)), jnp.array([[1], [1]])),
+                            shape=(4, 3))}
+  for make in (ox.adam, ox.sgd, ox.adagrad):
+    for extra in (dict(use_ema=True),
+                  dict(use_ema=True, ema_overwrite_frequency=1),
+                  dict(use_ema=True, gradient_accumulation_steps=2)):
+      opt = make(0.1, lazy_rows=True, **extra)
+      state = opt.init(table)
+      for _ in range(2):
+        updates, state = opt.update(g, state, table)
+      assert np.asarray(ox.apply_updates(table, updates)["embed"])[1, 0] < 1

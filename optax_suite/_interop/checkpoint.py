@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -43,9 +44,25 @@ def migrate_state(
 
   What cannot be carried raises a ``ValueError`` naming it instead of
   being dropped: a field whose parameters-shaped tree changed (other
-  parameter shapes, dtypes or structure), and a half-filled accumulator
-  (micro-steps taken since the last update) when accumulation is turned
-  off: migrate after an update step.
+  parameter shapes, dtypes or structure; a renamed, added or removed
+  parameter is named), a half-filled accumulator (micro-steps taken since
+  the last update) when accumulation is turned off, and an ``old_state``
+  of which nothing fits (``None``, another library's state such as
+  ``optax.adam``'s, a dict whose keys are not those of ``new_opt``'s
+  state).
+
+  A plain dict (``flax.serialization.to_state_dict`` of a state) is read
+  as ``new_opt``'s state when its keys are that state's fields; a dict of
+  another configuration's state must first be restored into that
+  configuration's state (``from_state_dict(jax.eval_shape(old_opt.init,
+  params), d)``).
+
+  Gradient accumulation: an empty accumulator (right after an update step)
+  starts a new cycle of the new optimizer's ``gradient_accumulation_steps``
+  (which may differ from the old one's): the next call is its first
+  micro-step. A half-filled accumulator keeps its cycle position, which is
+  only right for the same number of steps: change
+  ``gradient_accumulation_steps`` right after an update step.
 
   Args:
     old_state: the restored state of the old optimizer.
@@ -68,7 +85,58 @@ def migrate_state(
     >>> migrated.ema.ema  # a new EMA starts from the parameters
     Array([1., 2.], dtype=float32)
   """
-  return _merge_state(new_opt.init(params), old_state, "state")
+  new = new_opt.init(params)
+  if old_state is None or not jax.tree.leaves(old_state):
+    raise ValueError(
+        "migrate_state needs the restored state of the old optimizer. "
+        f"Received: old_state={old_state!r}")
+  if isinstance(old_state, dict) and not isinstance(new, dict):
+    old_state = _from_state_dict(new, old_state, "old_state")
+  carried: list = []
+  merged = _merge_state(new, old_state, "state", carried)
+  if not carried:
+    raise ValueError(
+        "migrate_state found nothing of `old_state` in the new optimizer's "
+        "state: it is not a state of an optimizer of this package (or of "
+        f"the same wrappers). old_state: {type(old_state).__name__} "
+        f"{jax.tree.structure(old_state)}\n  new state: "
+        f"{jax.tree.structure(new)}")
+  return merged
+
+
+def _from_state_dict(template: Any, d: Any, path: str) -> Any:
+  """``d`` (``flax.serialization.to_state_dict`` of a state like
+  ``template``) as that state; a ``ValueError`` names the first key that
+  does not match."""
+  if _is_state(template) or isinstance(template, (tuple, list, dict)):
+    if _is_state(template):
+      keys = list(template._fields)
+      children = list(template)
+    elif isinstance(template, dict):
+      keys, children = list(template), list(template.values())
+    else:
+      keys, children = [str(i) for i in range(len(template))], list(template)
+    if not isinstance(d, dict) or set(map(str, keys)) != set(map(str, d)):
+      got = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
+      raise ValueError(
+          f"migrate_state cannot read `{path}` as the new optimizer's state: "
+          f"expected the keys {sorted(map(str, keys))}, received {got}. A "
+          "state dict of another optimizer configuration must first be "
+          "restored into that configuration's state: "
+          "flax.serialization.from_state_dict(jax.eval_shape(old_opt.init, "
+          "params), state_dict).")
+    values = [_from_state_dict(c, d[str(k)], f"{path}[{str(k)!r}]")
+              for k, c in zip(keys, children)]
+    if _is_state(template):
+      return type(template)(*values)
+    if isinstance(template, dict):
+      return type(template)(zip(keys, values))
+    return type(template)(values)
+  if template is None and d is not None and jax.tree.leaves(d):
+    raise ValueError(
+        f"migrate_state cannot read `{path}`: the new optimizer's state has "
+        "no value there.")
+  return d
 
 
 # Fields that hold a wrapped optimizer state (ours and optax's wrappers).
@@ -98,13 +166,30 @@ def _compatible(new: Any, old: Any) -> bool:
   return type(new) is type(old) and (_is_state(new) or isinstance(new, dict))
 
 
-def _merge_data(new: Any, old: Any, path: str) -> Any:
+# Dict fields keyed by hyperparameter names (optax.inject_hyperparams): a
+# hyperparameter made injectable keeps its fresh value.
+_NAMED_FIELDS = ("hyperparams", "hyperparams_states")
+
+
+def _merge_data(new: Any, old: Any, path: str, carried: list,
+                named: bool = False) -> Any:
   """A parameters-shaped field (or a count): the old value if it fits."""
   if _layout(new) == _layout(old):
+    if jax.tree.leaves(old):
+      carried.append(path)
     return old
-  if isinstance(new, dict) and isinstance(old, dict):  # e.g. hyperparams.
+  if isinstance(new, dict) and isinstance(old, dict):
+    if not named and set(new) != set(old) and jax.tree.leaves(
+        old) and jax.tree.leaves(new):
+      added = sorted(map(str, set(new) - set(old)))
+      removed = sorted(map(str, set(old) - set(new)))
+      raise ValueError(
+          f"migrate_state cannot carry `{path}`: its parameters differ "
+          f"(were they renamed?): only in the new parameters: {added}; only "
+          f"in the old state: {removed}.")
     return type(new)(
-        (k, _merge_data(v, old[k], f"{path}[{k!r}]") if k in old else v)
+        (k, _merge_data(v, old[k], f"{path}[{k!r}]", carried, named)
+         if k in old else v)
         for k, v in new.items())
   if not jax.tree.leaves(new) or not jax.tree.leaves(old):
     return new  # A slot turned on (or off), e.g. RMSprop's momentum.
@@ -114,13 +199,15 @@ def _merge_data(new: Any, old: Any, path: str) -> Any:
       f"  old: {jax.tree.structure(old)}\n  new: {jax.tree.structure(new)}")
 
 
-def _merge_state(new: Any, old: Any, path: str) -> Any:
+def _merge_state(new: Any, old: Any, path: str, carried: list) -> Any:
   """An optimizer state: ``new`` with every part of ``old`` that fits."""
   if _is_state(new) and type(new) is type(old):
-    return type(new)(*[
-        (_merge_state if name in _WRAPPER_FIELDS else _merge_data)(
-            n, o, f"{path}.{name}")
+    merged = type(new)(*[
+        _merge_state(n, o, f"{path}.{name}", carried)
+        if name in _WRAPPER_FIELDS else
+        _merge_data(n, o, f"{path}.{name}", carried, name in _NAMED_FIELDS)
         for name, n, o in zip(new._fields, new, old)])
+    return _restart_cycle(merged)
   if _is_chain(new) and _is_chain(old):
     used, merged = set(), []
     for i, n in enumerate(new):
@@ -130,25 +217,48 @@ def _merge_state(new: Any, old: Any, path: str) -> Any:
         merged.append(n)
       else:
         used.add(j)
-        merged.append(_merge_state(n, old[j], f"{path}[{i}]"))
+        merged.append(_merge_state(n, old[j], f"{path}[{i}]", carried))
     return type(new)(merged)
   if isinstance(new, dict) and isinstance(old, dict):  # PartitionState parts.
     return type(new)(
-        (k, _merge_state(v, old[k], f"{path}[{k!r}]") if k in old else v)
+        (k, _merge_state(v, old[k], f"{path}[{k!r}]", carried)
+         if k in old else v)
         for k, v in new.items())
   # The new state wraps the old one.
   for name in _WRAPPER_FIELDS if _is_state(new) else ():
     child = getattr(new, name, None)
     if child is not None and _compatible(child, old):
       return new._replace(**{name: _merge_state(child, old,
-                                                f"{path}.{name}")})
+                                                f"{path}.{name}", carried)})
   # The old state wrapped the new one: keep its inner part.
   for name in _WRAPPER_FIELDS if _is_state(old) else ():
     child = getattr(old, name, None)
     if child is not None and _compatible(new, child):
       _check_nothing_pending(old, path)
-      return _merge_state(new, child, path)
+      return _merge_state(new, child, path, carried)
   return new
+
+
+def _pending(state: Any) -> bool:
+  return any(bool(np.any(np.asarray(a) != 0))
+             for a in jax.tree.leaves(state.accumulated))
+
+
+def _restart_cycle(state: Any) -> Any:
+  """An accumulation state with an empty accumulator starts a new cycle.
+
+  Its ``count`` is the cycle position (``(count + 1) % k == 0`` is the
+  update call); kept from an optimizer with another ``k``, the first call
+  could be an update of one gradient. Right after an update step nothing is
+  pending, so a new cycle loses nothing.
+  """
+  fields = getattr(state, "_fields", ())
+  if not ("accumulated" in fields and "count" in fields
+          and "inner_state" in fields):
+    return state
+  if _pending(state):
+    return state
+  return state._replace(count=jnp.zeros_like(state.count))
 
 
 def _check_nothing_pending(old: Any, path: str) -> None:
@@ -156,9 +266,7 @@ def _check_nothing_pending(old: Any, path: str) -> None:
   accumulated = getattr(old, "accumulated", None)
   if accumulated is None:
     return
-  pending = any(bool(np.any(np.asarray(a) != 0))
-                for a in jax.tree.leaves(accumulated))
-  if pending:
+  if _pending(old):
     raise ValueError(
         f"migrate_state cannot carry `{path}.accumulated`: it holds the "
         "gradients of the micro-steps taken since the last update (call "

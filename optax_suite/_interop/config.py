@@ -128,7 +128,7 @@ def get_config(opt: Any) -> dict[str, Any]:
     }
   if factory is _multi.multi_optimizer:
     return _multi_config(config)
-  if not isinstance(config, dict) or factory not in _CLASS_OF_FACTORY:
+  if not isinstance(config, Mapping) or factory not in _CLASS_OF_FACTORY:
     raise ValueError(
         "`opt` must be an optimizer built by one of optax_suite's factories "
         f"({', '.join(sorted(f.__name__ for f in _CLASS_OF_FACTORY))}), "
@@ -191,13 +191,28 @@ def _multi_from_config(config: Mapping[str, Any]) -> Any:
     raise ValueError(
         f"The config of {_MULTI} needs a serialized {_MAP} under "
         f"'optimizer_map'. Received: {serialized_map!r}")
-  map_config = serialized_map.get("config") or {}
+  map_config = serialized_map.get("config")
+  if not isinstance(map_config, Mapping):
+    raise ValueError(
+        f"The serialized {_MAP} needs a dict under 'config'. Received: "
+        f"config={map_config!r}")
   _check_keys(f"the config of {_MAP}", map_config,
               ("default_optimizer", "optimizer_map"))
+  if map_config.get("default_optimizer") is None:
+    raise ValueError(
+        f"The config of {_MAP} needs a serialized optimizer under "
+        f"'default_optimizer'. Received: {dict(map_config)!r}")
+  paths = map_config.get("optimizer_map")
+  if paths is None:
+    paths = {}
+  if not isinstance(paths, Mapping):
+    raise ValueError(
+        f"'optimizer_map' in the config of {_MAP} must be a dict "
+        "{path or pattern: serialized optimizer}. Received: "
+        f"optimizer_map={paths!r}")
   optimizer_map = _multi.OptimizerMap(
       from_config(map_config["default_optimizer"]),
-      {k: from_config(v) for k, v in
-       (map_config.get("optimizer_map") or {}).items()})
+      {k: from_config(v) for k, v in paths.items()})
   return _multi.multi_optimizer(
       optimizer_map, loss_scale_factor=config.get("loss_scale_factor"),
       name=config.get("name"))

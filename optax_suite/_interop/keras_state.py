@@ -280,6 +280,17 @@ def _replace_optimizer_state(node: Any, kv: _KerasVariables, found: list):
   return rebuilt
 
 
+def _check_keras_optimizer(keras_optimizer: Any) -> None:
+  """A built Keras optimizer object, not a name or a config."""
+  if isinstance(keras_optimizer, (str, bytes)) or not hasattr(
+      keras_optimizer, "variables"):
+    raise TypeError(
+        "`keras_optimizer` must be a Keras optimizer object (e.g. "
+        "`keras.optimizers.Adam(...)`, built by a step or `build`); for a "
+        "name or a config use `optax_suite.from_config`. Received: "
+        f"keras_optimizer={keras_optimizer!r}")
+
+
 def state_from_keras(
     opt: Any,
     keras_optimizer: Any,
@@ -331,6 +342,7 @@ def state_from_keras(
     >>> int(state.count), state.inner[1].mu['w']
     (1, Array([ 0.1, -0.1], dtype=float32))
   """
+  _check_keras_optimizer(keras_optimizer)
   if type(keras_optimizer).__name__ == "MultiOptimizer":
     return _multi_state_from_keras(opt, keras_optimizer, params,
                                    optimizer_variables)
@@ -443,6 +455,7 @@ def from_keras(
   """
   import keras  # pylint: disable=g-import-not-at-top
 
+  _check_keras_optimizer(keras_optimizer)
   if type(keras_optimizer).__name__ == "MultiOptimizer":
     # Rebuilt from its config (an OptimizerMap's keys are Keras's paths);
     # each inner optimizer's learning rate is its config's.

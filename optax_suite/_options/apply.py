@@ -71,13 +71,18 @@ def apply_updates(params: optax.Params, updates: optax.Updates,
     >>> ox.apply_updates(params, updates, state)
     Array([-0.19999999], dtype=float32)
   """
-  def leaf(p, u):
+  def leaf(path, p, u):
     if p is None:
       return None
     if _sparse.is_row_sparse(u):
+      if tuple(u.shape) != tuple(jnp.shape(p)):
+        raise ValueError(
+            f"The row-sparse update at `updates{jax.tree_util.keystr(path)}` "
+            f"has shape {tuple(u.shape)} where its parameter has shape "
+            f"{tuple(jnp.shape(p))}.")
       return _add_rows(p, u)
     return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
-  new_params = jax.tree.map(
+  new_params = jax.tree_util.tree_map_with_path(
       leaf, params, updates,
       is_leaf=lambda x: x is None or _sparse.is_row_sparse(x))
   return _ema.land_on_overwritten_averages(params, new_params, state)

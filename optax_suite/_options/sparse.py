@@ -218,12 +218,31 @@ def lazy_rows(
     >>> state[0].m[:, 0]  # and so are their moments
     Array([0.1, 0. , 0.2, 0. ], dtype=float32)
   """
+  return _lazy_rows(inner, check=True)
+
+
+def lazy_rows_of_checked(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+  """:func:`lazy_rows` for updates already checked by the caller.
+
+  The optimizers check the user's gradients once (``check_row_sparse``) and
+  then chain several row-wise stages: a stage after the first receives a
+  ``BCOO`` of the package's own making, whose padding rows (id ``rows``,
+  out of range on purpose) must be dropped as they are under ``jax.jit``,
+  not refused, so that eager and jitted steps agree.
+  """
+  return _lazy_rows(inner, check=False)
+
+
+def _lazy_rows(inner, check):
   inner = optax.with_extra_args_support(inner)
 
   def update_fn(updates, state, params=None, **extra_args):
     if not has_row_sparse(updates):
       return inner.update(updates, state, params, **extra_args)
-    check_row_sparse(updates, params)
+    if check:
+      check_row_sparse(updates, params)
     leaves, treedef = jax.tree.flatten(updates, is_leaf=_leaf)
     rows = {i: unique_rows(g) for i, g in enumerate(leaves)
             if is_row_sparse(g)}

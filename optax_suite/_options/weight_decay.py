@@ -8,6 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_suite import _checks
@@ -86,6 +87,27 @@ def _compiled_exclusions(patterns: tuple[str, ...]):
       or (path_re is not None and path_re.search(path)))
 
 
+def _is_flag(x: Any) -> bool:
+  if x is None or isinstance(x, (bool, np.bool_)):
+    return True
+  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.bool_)
+
+
+def check_mask(mask: Any) -> None:
+  """A weight-decay mask: None, a callable, or a tree of booleans (a bool,
+  a NumPy bool or a boolean array, or None, at every leaf); a
+  ``ValueError`` names the first leaf that is not."""
+  if mask is None or callable(mask):
+    return
+  for path, x in jax.tree_util.tree_flatten_with_path(
+      mask, is_leaf=_trees.is_none)[0]:
+    if not _is_flag(x):
+      raise ValueError(
+          "`weight_decay_mask` must be a tree of booleans (True: decay) or "
+          "a callable params -> tree. Received: weight_decay_mask"
+          f"{jax.tree_util.keystr(path)}={x!r}")
+
+
 def decay_mask(
     params: Any,
     weight_decay_mask: MaskOrFn = None,
@@ -122,6 +144,13 @@ def decay_mask(
       weight_decay_mask)
   if mask is None:
     mask = jax.tree.map(lambda _: True, params)
+  check_mask(mask)
+  ms: Any = jax.tree.structure(mask, is_leaf=_trees.is_none)
+  ps: Any = jax.tree.structure(params, is_leaf=_trees.is_none)
+  if ms != ps:
+    raise ValueError(
+        "`weight_decay_mask` must have the structure of the parameters "
+        f"(a boolean per leaf).\n  mask:   {ms}\n  params: {ps}")
   excluded = _exclusion_test(exclude_from_weight_decay)
 
   def leaf(path, p, flag):

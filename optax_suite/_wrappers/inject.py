@@ -11,9 +11,12 @@ import functools
 import inspect
 from typing import Any, Callable, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from optax_suite import _checks
 from optax_suite import _numerics
 from optax_suite import _optimizer
 
@@ -50,6 +53,14 @@ def inject_hyperparams(
   between steps without recompiling. They are float32 arrays whatever the
   parameters' dtype (``hyperparam_dtype``), as the factories compute in
   float32; set them with the same dtype, ``jnp.asarray(v, jnp.float32)``.
+
+  Integer numbers (``learning_rate=1``, Muon's ``adam_lr_ratio=1``) are
+  injected as floats too. A value set in ``state.hyperparams`` is checked
+  at the next ``update`` (or :func:`optax_suite.apply`) outside
+  ``jax.jit``, as the factory checks it: a NaN, out-of-range or non-scalar
+  value raises a ``ValueError`` naming it. Under ``jax.jit`` the values are
+  traced and are not checked (a NaN learning rate makes the parameters
+  NaN): check them before the jitted step.
 
   With plain ``optax.inject_hyperparams`` the factories work too, but a
   callable ``weight_decay_mask`` or a zero-argument ``learning_rate`` must be
@@ -97,17 +108,74 @@ def inject_hyperparams(
     inject = functools.partial(
         optax.inject_hyperparams, static_args=tuple(sorted(names)),
         hyperparam_dtype=hyperparam_dtype)
-    tx = inject(factory)(*args, **kwargs)
+    # An integer number (Muon's `adam_lr_ratio=1`, `momentum=0`) would be
+    # injected as int32: every injected number is a float.
+    arguments = {
+        k: _as_float_number(v) if k not in names else v
+        for k, v in bound.arguments.items()}
+    call = inspect.BoundArguments(signature, arguments)
+    tx = inject(factory)(*call.args, **call.kwargs)
     # The same injection over the factory's fused step: optax passes the
     # inner `update`'s output through, here the new parameters.
-    stepping = inject(stepping_factory)(*args, **kwargs)
+    stepping = inject(stepping_factory)(*call.args, **call.kwargs)
+    check = functools.partial(_check_injected, factory, arguments)
+
+    def update(updates, state, params=None, **extra_args):
+      check(state)
+      return tx.update(updates, state, params, **extra_args)
+
+    def fused_step(grads, state, params):
+      check(state)
+      return stepping.update(grads, state, params)
+
     return _optimizer.KerasOptimizer(
-        tx.init, tx.update, config=dict(bound.arguments), factory=wrapped,
-        fused_step=lambda grads, state, params: stepping.update(
-            grads, state, params))
+        tx.init, update, config=dict(bound.arguments), factory=wrapped,
+        fused_step=fused_step)
 
   @functools.wraps(factory)
   def stepping_factory(*args, **kwargs):
     return _optimizer.as_step_transform(factory(*args, **kwargs))
 
   return wrapped
+
+
+def _as_float_number(value: Any) -> Any:
+  """An integer number (not a bool) as a float; anything else unchanged."""
+  if isinstance(value, (bool, np.bool_)):
+    return value
+  if isinstance(value, (int, np.integer)):
+    return float(value)
+  if isinstance(value, (np.ndarray, jax.Array)) and _checks.is_concrete(
+      value) and jnp.issubdtype(value.dtype, jnp.integer):
+    return jnp.asarray(value, jnp.float32)
+  return value
+
+
+def _check_injected(factory: Callable[..., Any], arguments: dict,
+                    state: Any) -> None:
+  """Refuses, outside ``jax.jit``, an injected value the factory refuses.
+
+  Each value in ``state.hyperparams`` must be a scalar, and the factory
+  built with the current values must accept them (its own checks: range,
+  NaN, float32), so a value set between steps fails with the argument
+  named, as at construction. Under ``jax.jit`` the values are traced and
+  cannot be checked.
+  """
+  hyperparams = getattr(state, "hyperparams", None)
+  if not isinstance(hyperparams, dict) or not all(
+      _checks.is_concrete(v) for v in jax.tree.leaves(hyperparams)):
+    return
+  values = {}
+  for name, value in hyperparams.items():
+    shape = np.shape(value)
+    if shape != ():
+      raise ValueError(
+          f"The injected hyperparameter `{name}` must be a scalar. "
+          f"Received: state.hyperparams[{name!r}] of shape {shape}")
+    values[name] = float(np.asarray(value))
+  try:
+    factory(**dict(arguments, **values))
+  except ValueError as error:
+    raise ValueError(
+        f"An injected hyperparameter in `state.hyperparams` is refused: "
+        f"{error}") from None

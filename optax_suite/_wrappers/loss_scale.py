@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 import warnings
 
 import chex
@@ -217,6 +217,12 @@ def loss_scale_optimizer(
     >>> updates, state.scale
     (Array([-0.], dtype=float32), Array(2., dtype=float32))
   """
+  if not (callable(getattr(inner, "init", None))
+          and callable(getattr(inner, "update", None))):
+    raise TypeError(
+        "`inner` must be an optax GradientTransformation (e.g. "
+        "`optax_suite.adam()`), not a name or a config. Received: "
+        f"inner={inner!r}")
   _checks.check_number("initial_scale", initial_scale)
   if not (math.isfinite(float(initial_scale)) and float(initial_scale) > 0):
     raise ValueError("`initial_scale` must be a finite number > 0. "
@@ -224,7 +230,8 @@ def loss_scale_optimizer(
   _checks.check_int_at_least("dynamic_growth_steps", dynamic_growth_steps, 1)
   config = getattr(inner, "config", None)
   warned = False
-  if isinstance(config, dict) and config.get("loss_scale_factor") is not None:
+  if (isinstance(config, Mapping)
+      and config.get("loss_scale_factor") is not None):
     warnings.warn(
         "The inner optimizer's `loss_scale_factor="
         f"{config['loss_scale_factor']!r}` is ignored under "

@@ -8,6 +8,7 @@ it stands for Keras's ``variable.path``. The combination is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from collections.abc import MutableMapping
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -28,7 +29,7 @@ _UNTRAINED = "untrained"  # Label of the integer/boolean leaves (zero update).
 def _check_inner(optimizer: Any, where: str) -> None:
   """An optimizer built by this package's factories, not a wrapper."""
   factory = getattr(optimizer, "factory", None)
-  if not isinstance(getattr(optimizer, "config", None), dict) or (
+  if not isinstance(getattr(optimizer, "config", None), Mapping) or (
       factory is None):
     raise ValueError(
         f"{where} must be an optimizer built by an optax_suite factory "
@@ -209,6 +210,10 @@ def multi_optimizer(
   _base_options.BaseOptions(loss_scale_factor=loss_scale_factor)
   known: list[Any] = []
   if isinstance(optimizer_map, OptimizerMap):
+    # A copy: editing the caller's map after this must not reassign leaves
+    # between `init` and `update` (issue 18 item 10).
+    optimizer_map = OptimizerMap(optimizer_map.default_optimizer,
+                                 dict(optimizer_map.items()))
     for opt in list(optimizer_map.values()) + [
         optimizer_map.default_optimizer]:
       if not any(opt is k for k in known):
