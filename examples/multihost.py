@@ -147,13 +147,12 @@ def run(args) -> int:
         # A dead sibling is noticed within this, and this process stops.
         heartbeat_timeout_seconds=20, shutdown_timeout_seconds=30)
 
-  import jax.numpy as jnp
   from jax.experimental import multihost_utils
+  import jax.numpy as jnp
   from jax.sharding import AxisType
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
   import numpy as np
-  import optax
   import orbax.checkpoint as ocp
 
   import optax_suite as ox
