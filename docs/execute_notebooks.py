@@ -11,8 +11,8 @@ outputs (the tests execute them); this script makes the copies:
 Each notebook runs top to bottom on a Python 3 kernel of this interpreter,
 with this checkout's optax_suite first on the path; any failing cell stops
 the script and nothing is written for that notebook. Figures are inline PNGs
-at 80 dpi (the notebooks save their own copies to a temporary directory). Only the
-outputs and execution counts differ from the source:
+at 80 dpi (the notebooks save their own copies to a temporary directory).
+Only the outputs and execution counts differ from the source:
 tests/test_notebooks.py::test_site_copy_is_the_source_executed fails when
 the cells drift apart, a copy is missing, or a figure is.
 """
@@ -22,8 +22,8 @@ import pathlib
 import sys
 import tempfile
 
-import nbformat
 from nbclient import NotebookClient
+import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "notebooks"
