@@ -3,13 +3,14 @@
 Build from the repository root (BUILD.md):
 ``python -m sphinx -W --keep-going -n -b html docs docs/_build/html``.
 Nothing here touches the network: no intersphinx inventories are fetched and
-the notebooks are rendered as committed, not executed (the test suite
-executes them, tests/test_notebooks.py).
+the notebooks are rendered as committed in docs/nb/, outputs and plots
+included, not executed (docs/execute_notebooks.py makes those copies; the
+test suite executes the sources and checks the copies,
+tests/test_notebooks.py).
 """
 
 import os
 import pathlib
-import shutil
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -18,14 +19,9 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import optax_suite  # noqa: E402
 
-# The notebooks live in notebooks/ at the root, outside this source tree:
-# copy them in (docs/nb/ is not committed) and render them as stored.
-NB = pathlib.Path(__file__).resolve().parent / "nb"
-NB.mkdir(exist_ok=True)
-for _nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-  if not (NB / _nb.name).exists() or (
-      (NB / _nb.name).read_bytes() != _nb.read_bytes()):
-    shutil.copyfile(_nb, NB / _nb.name)
+# The notebooks' sources live in notebooks/ (stored without outputs, executed
+# by the tests); the site renders their executed copies in docs/nb/, made by
+# docs/execute_notebooks.py and committed with their outputs and plots.
 
 project = "optax_suite"
 author = "The optax_suite authors"

@@ -76,7 +76,7 @@ def test_rejects_fewer_than_two_steps():
 
 def test_multisteps_composes_but_is_not_gradient_accumulation_steps():
   """`optax.MultiSteps(ox.adam(...), k)` runs, jitted, with params; it is
-  not `gradient_accumulation_steps=k` (the numbers the README quotes):
+  not `gradient_accumulation_steps=k` (the numbers docs/guides/accumulation.md quotes):
 
   * constant learning rate: the same up to rounding (MultiSteps keeps a
     running mean, `acc + (g - acc) / n`, where Keras sums and divides by k);
@@ -112,8 +112,9 @@ def test_multisteps_composes_but_is_not_gradient_accumulation_steps():
                        multi) > 1e-3
 
 
-def test_readme_says_when_to_use_which():
+def test_accumulation_guide_says_when_to_use_which():
   import pathlib
-  readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md")
-  text = readme.read_text()
+  guide = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides"
+           / "accumulation.md")
+  text = guide.read_text()
   assert "\n## MultiSteps or gradient_accumulation_steps?\n" in text

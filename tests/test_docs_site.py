@@ -161,7 +161,13 @@ def test_rendered_site_has_every_guide_and_notebook(built_html):
   for guide in (DOCS / "guides").glob("*.md"):
     assert (built_html / "guides" / f"{guide.stem}.html").exists(), guide
   for nb in (ROOT / "notebooks").glob("*.ipynb"):
-    assert (built_html / "nb" / f"{nb.stem}.html").exists(), nb
+    page = built_html / "nb" / f"{nb.stem}.html"
+    assert page.exists(), nb
+    # Rendered from the executed copy in docs/nb/: its plots are on the page.
+    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', page.read_text())
+    assert images, f"{page.name} shows no plot"
+    for src in images:
+      assert (page.parent / src).resolve().is_file(), (page.name, src)
   bench = page_text(built_html / "benchmarks.html")
   for table in (ROOT / "benchmarks").glob("*.md"):
     title = table.read_text().splitlines()[0].lstrip("# ").strip()

@@ -215,7 +215,7 @@ def _copies(jitted, *args, size):
                                    {"use_ema": True}])
 def test_the_pair_form_jitted_as_documented_copies_no_parameter(kind, extra):
   """``jax.jit(functools.partial(ox.apply, opt), donate_argnums=1)`` on
-  ``(params, state)`` (the README's and the docstring's form) aliases each
+  ``(params, state)`` (docs/guides/accumulation.md's and the docstring's form) aliases each
   donated buffer with its own output: the compiled step copies no
   parameter-sized buffer and gives the numbers of the earlier form. The
   earlier form jitted the same way (``donate_argnums=(1, 2)`` on ``state,

@@ -294,13 +294,13 @@ def test_injected_rmsprop_momentum_has_one_state_structure_and_always_acts():
   assert ox.rmsprop(0.1).init(params).inner[1].momentum is None
 
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), "README.md")
+GUIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "docs", "guides", "schedules_and_configs.md")
 
 
-def _readme_no_retrace_value():
-  """The value the README sets a learning rate to, promising no retrace."""
-  with open(README) as f:
+def _guide_no_retrace_value():
+  """The value the guide sets a learning rate to, promising no retrace."""
+  with open(GUIDE) as f:
     lines = [line for line in f if "# no retrace" in line]
   assert len(lines) == 1, lines
   expression = lines[0].split("=", 1)[1].split("#", 1)[0].strip()
@@ -310,12 +310,12 @@ def _readme_no_retrace_value():
 @pytest.mark.parametrize("inject", [ox.inject_hyperparams,
                                     optax.inject_hyperparams],
                          ids=["ox", "optax"])
-def test_readme_form_of_setting_a_hyperparameter_does_not_retrace(inject):
+def test_guide_form_of_setting_a_hyperparameter_does_not_retrace(inject):
   """A jitted step sees each new learning rate without tracing again when it
-  is set as the README shows (float32, not weak-typed). A weak-typed scalar,
+  is set as docs/guides/schedules_and_configs.md shows (float32, not weak-typed). A weak-typed scalar,
   `jnp.asarray(3e-4)`, does retrace once, in plain optax too: the trace
   counter can see the difference."""
-  expression, value = _readme_no_retrace_value()
+  expression, value = _guide_no_retrace_value()
   params = make_params(8)
   grads = varied_grads(params, 4, seed=8)
   opt = inject(ox.rmsprop)(learning_rate=1e-3, momentum=0.9)

@@ -61,7 +61,8 @@ def xent(logits, y):
 
 
 def functional_run(opt, params, x, y, steps):
-  """The plain loop from the README: the reference for the other APIs."""
+  """The plain `jax.jit` loop of docs/getting_started.md, in its split form
+  (`opt.update`, `optax.apply_updates`): the reference for the other APIs."""
   state = opt.init(params)
 
   @jax.jit
