@@ -202,6 +202,26 @@ def test_wrapper_keeps_a_zero_argument_learning_rate_static():
     optax.inject_hyperparams(ox.rmsprop)(lr).init(params)
 
 
+def test_wrapper_keeps_schedule_free_warmup_steps_static():
+  """ScheduleFreeAdamW's `warmup_steps` is an integer step count: injected,
+  it would become a float32 array, which the factory refuses. It stays
+  static, and the warmup runs as in the plain factory."""
+  params = make_params(4)
+  grads = varied_grads(params, STEPS, seed=4)
+  kwargs = dict(learning_rate=0.05, warmup_steps=7, weight_decay=0.01)
+  opt = ox.inject_hyperparams(ox.schedule_free_adamw)(**kwargs)
+  state = opt.init(params)
+  assert "warmup_steps" not in state.hyperparams
+  assert "learning_rate" in state.hyperparams
+  got, _ = ours_trajectory(opt, params, grads)
+  plain, _ = ours_trajectory(ox.schedule_free_adamw(**kwargs), params, grads)
+  assert_trajectories_match(plain, got, STEPS, ulps=ULPS_INJECTED)
+  # The warmup acts: without it the trajectory is far from this one.
+  no_warmup, _ = ours_trajectory(
+      ox.schedule_free_adamw(**dict(kwargs, warmup_steps=0)), params, grads)
+  assert max_deviation(no_warmup, got) > FAR
+
+
 def test_wrapper_changes_learning_rate_without_retrace():
   params = make_params(4)
   grads = varied_grads(params, STEPS, seed=4)

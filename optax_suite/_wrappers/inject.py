@@ -28,6 +28,8 @@ _STATIC_ARGUMENTS = (
     "amsgrad", "centered", "use_ema", "gradient_accumulation_steps",
     "ema_overwrite_frequency", "name", "exclude_from_weight_decay",
     "weight_decay_mask", "lazy_rows",
+    # ScheduleFreeAdamW: the warmup's length in steps, an integer.
+    "warmup_steps",
     # Muon: the Newton-Schulz step count (a static loop) and its routing.
     "ns_steps", "nesterov", "exclude_layers", "exclude_embeddings",
 )
@@ -43,7 +45,8 @@ def inject_hyperparams(
   The same as ``optax.inject_hyperparams(factory, static_args, ...)``, with
   ``static_args`` completed for the user: flags (``amsgrad``, ``centered``,
   ``use_ema``), structural integers (``gradient_accumulation_steps``,
-  ``ema_overwrite_frequency``), ``name`` and the weight-decay exclusions are
+  ``ema_overwrite_frequency``, ScheduleFreeAdamW's ``warmup_steps``),
+  ``name`` and the weight-decay exclusions are
   static, and so is a ``learning_rate`` given as a zero-argument callable
   (optax would call it with the step, as a schedule). What stays injected is
   every number: ``learning_rate`` (a schedule is evaluated at the step, as
