@@ -22,6 +22,8 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from catalog import CATALOG  # noqa: E402
+from catalog import KINDS  # noqa: E402
 from keras_oracle import build_keras  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import varied_grads  # noqa: E402
@@ -76,6 +78,71 @@ def test_learning_rate_matches_keras_after_each_call(class_name,
                 / float(np.spacing(np.float32(max(abs(theirs), 1e-30)))))
   assert len(seen) >= 4, seen  # the schedule really moved.
   assert worst <= ULPS, (class_name, accumulation, worst)
+
+
+# Base options with a number, on for the every-optimizer run below.
+BASE = dict(clipnorm=0.7, weight_decay=0.02, use_ema=True, ema_momentum=0.95,
+            loss_scale_factor=4.0)
+
+
+def _keras_numbers(k_opt) -> dict:
+  """Keras's numeric hyperparameters: its config's numbers, and the
+  learning rate its `optimizer.learning_rate` shows now."""
+  numbers = {n: np.float32(v) for n, v in k_opt.get_config().items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+  numbers["learning_rate"] = np.float32(k_opt.learning_rate)
+  return numbers
+
+
+@pytest.mark.fast_cases(1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_hyperparameter_matches_keras_for_every_optimizer(kind):
+  """For each catalog optimizer, its own arguments drawn at random and the
+  numeric base options on, with a decaying schedule and accumulation over 3
+  calls: after each of 25 calls the dict has exactly Keras's numeric
+  hyperparameters (its config's numbers and the learning rate), each equal
+  to Keras's as float32. (Accumulation's call count is the base's, the same
+  for every rule; `test_learning_rate_matches_keras_after_each_call` runs
+  every schedule with and without it.)"""
+  accumulation = 3
+  own = CATALOG[kind].random_own(np.random.default_rng(7))
+  schedule = dict(initial_learning_rate=0.05, decay_steps=4, decay_rate=0.7)
+  arguments = {**BASE, **own}  # `own` may set weight_decay too.
+  # Two small leaves: the hyperparameters do not depend on the shapes.
+  params = {"kernel": np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2),
+            "bias": np.zeros(2, np.float32)}
+  grads = varied_grads(params, STEPS, seed=2)
+  k_opt, variables = build_keras(
+      kind, params, learning_rate=KS.ExponentialDecay(**schedule),
+      gradient_accumulation_steps=accumulation, **arguments)
+  opt = getattr(ox, kind)(
+      ox.schedules.from_config(schedule, class_name="ExponentialDecay"),
+      gradient_accumulation_steps=accumulation, **arguments)
+  state = opt.init(params)
+  read = jax.jit(lambda s: ox.hyperparameters(opt, s))
+  step = jax.jit(lambda g, s, p: opt.update(g, s, p)[1])
+  # Keras's step jitted (its eager `apply` takes over a second a call);
+  # its variables are written back so that `optimizer.learning_rate` reads
+  # the iterations after the same calls.
+  keras_step = jax.jit(k_opt.stateless_apply)
+  train_vars = [v.value for v in variables]
+  rates = set()
+  for call, g in enumerate(grads):
+    opt_vars = [v.value for v in k_opt.variables]
+    train_vars, opt_vars = keras_step(opt_vars, jax.tree.leaves(g),
+                                      train_vars)
+    for variable, value in zip(k_opt.variables, opt_vars):
+      variable.assign(value)
+    state = step(g, state, params)
+    ours, theirs = read(state), _keras_numbers(k_opt)
+    assert sorted(ours) == sorted(theirs), (call, kind, sorted(ours),
+                                            sorted(theirs))
+    for name, value in ours.items():
+      assert value.dtype == jnp.float32 and value.shape == (), name
+      np.testing.assert_allclose(value, theirs[name], rtol=2e-7,
+                                 err_msg=f"{kind} {name} after call {call}")
+    rates.add(float(theirs["learning_rate"]))
+  assert len(rates) >= 4, rates  # the schedule really moved.
 
 
 def test_base_options_and_optax_schedule():
