@@ -6,9 +6,17 @@ every array bit for bit, and training continued from the restored state must
 be bitwise the training that never stopped. After a user turns on EMA or
 gradient accumulation, `migrate_state` must carry the restored slots over so
 that training continues exactly where it left off.
+
+A state checkpointed by 0.2.0 must restore with today's code and continue
+(issue 17): tests/data/checkpoint_0_2_0/ was written by 0.2.0's code, with
+tests/data/make_checkpoint_0_2_0.py, whose optimizers, parameters and
+gradients the tests below import.
 """
 
 import functools
+import importlib.util
+import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -220,3 +228,88 @@ def test_changed_parameter_shapes_are_refused():
   state = _filled(ox.adam(0.1), params, 1)
   with pytest.raises(ValueError, match=r"cannot carry `state\.inner\[1\]\.mu"):
     ox.migrate_state(state, ox.adam(0.1), {"w": jnp.ones(3)})
+
+
+def _import_writer():
+  path = pathlib.Path(__file__).resolve().parent / "data" / (
+      "make_checkpoint_0_2_0.py")
+  spec = importlib.util.spec_from_file_location("make_checkpoint_0_2_0", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+WRITER = _import_writer()  # the script that wrote the 0.2.0 checkpoints
+CONTINUED = 5  # steps after the restore
+
+
+def restore_0_2_0(name, opt, params):
+  """0.2.0's checkpoint `name`, restored into today's `opt.init(params)`."""
+  target = {"params": params, "opt_state": opt.init(params)}
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(WRITER.OUT / name, target)
+
+
+def assert_matches_record(name, tree):
+  """`tree`'s key paths and leaves are those the script recorded, exactly."""
+  with np.load(WRITER.OUT / f"{name}.npz") as npz:
+    record = dict(npz)
+  leaves = WRITER.flat_record(tree)
+  assert sorted(leaves) == sorted(record)
+  for key, leaf in leaves.items():
+    assert leaf.dtype == record[key].dtype, key
+    np.testing.assert_array_equal(leaf, record[key], err_msg=key)
+
+
+def assert_continues(name, opt, params, state):
+  """`CONTINUED` steps from (params, state) are those of the training that
+  ran `K + CONTINUED` steps without stopping, step for step, bit for bit."""
+  params0 = WRITER.make_params()
+  grads = WRITER.gradients(name, WRITER.K + CONTINUED)
+  final, final_state, uninterrupted = run(opt, params0, opt.init(params0),
+                                          grads)
+  got, got_state, resumed = run(opt, params, state, grads[WRITER.K:])
+  for a, b in zip(uninterrupted[WRITER.K:], resumed):
+    assert_trees_equal(a, b)
+  assert_trees_equal(got_state, final_state)
+  assert_trees_equal(ox.finalize_variable_values(got, got_state),
+                     ox.finalize_variable_values(final, final_state))
+
+
+def test_the_0_2_0_checkpoints_were_written_by_0_2_0():
+  written_by = json.loads((WRITER.OUT / "written_by.json").read_text())
+  assert written_by["optax_suite_commit"].startswith(WRITER.RELEASE)
+  assert written_by["steps"] == WRITER.K
+  assert sorted(p.name for p in WRITER.OUT.iterdir() if p.is_dir()) == sorted(
+      WRITER.OPTIMIZERS)
+
+
+@pytest.mark.fast_cases(2)  # about 1 s each; the others in CI
+@pytest.mark.parametrize("name", sorted(WRITER.OPTIMIZERS))
+def test_a_state_checkpointed_by_0_2_0_restores_and_continues(name):
+  opt = WRITER.OPTIMIZERS[name]()
+  params0 = WRITER.make_params()
+  restored = restore_0_2_0(name, opt, params0)
+  assert jax.tree.structure(restored) == jax.tree.structure(
+      {"params": params0, "opt_state": opt.init(params0)})
+  # Not orbax's doing: the arrays and key paths are those 0.2.0 recorded.
+  assert_matches_record(name, restored)
+  # Today's code takes 0.2.0's first K steps, bit for bit.
+  params, state, _ = run(opt, params0, opt.init(params0),
+                         WRITER.gradients(name, WRITER.K))
+  assert_trees_equal({"params": params, "opt_state": state}, restored)
+  assert_continues(name, opt, restored["params"], restored["opt_state"])
+
+
+def test_a_fresh_state_in_place_of_the_0_2_0_one_fails_both_checks():
+  """The checks can fail: with the restored parameters but today's fresh
+  init, the state is not the recorded one and training does not continue."""
+  name = "adam_ema_accumulation"
+  opt = WRITER.OPTIMIZERS[name]()
+  params0 = WRITER.make_params()
+  restored = restore_0_2_0(name, opt, params0)
+  fresh = {"params": restored["params"], "opt_state": opt.init(params0)}
+  with pytest.raises(AssertionError):
+    assert_matches_record(name, fresh)
+  with pytest.raises(AssertionError):
+    assert_continues(name, opt, fresh["params"], fresh["opt_state"])
