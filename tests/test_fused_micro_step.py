@@ -210,6 +210,7 @@ def _copies(jitted, *args, size):
   return hlo.count(f"f32[{size}]{{0}} copy("), compiled
 
 
+@pytest.mark.fast_cases(3)
 @pytest.mark.parametrize("kind", ["adam", "muon", "sgd"])
 @pytest.mark.parametrize("extra", [{}, {"gradient_accumulation_steps": 4},
                                    {"use_ema": True}])

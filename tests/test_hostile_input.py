@@ -85,6 +85,7 @@ FLAGS = [("adam", "amsgrad"), ("adamw", "amsgrad"), ("sgd", "nesterov"),
          ("adam", "use_ema"), ("sgd", "use_ema")]
 
 
+@pytest.mark.fast_cases(6)
 @pytest.mark.parametrize("factory,flag", FLAGS)
 @pytest.mark.parametrize("value", ["False", "false", 0, 1, None, 1.0])
 def test_flags_must_be_bools(factory, flag, value):
@@ -202,6 +203,7 @@ def test_apply_refuses_params_none(pair):
   assert int(new_state.count) == 1
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_python_float_parameter_is_refused_at_init(name):
   """Issue 18 item 6: a Python float parameter got a -0.0 update (untrained,
@@ -320,6 +322,7 @@ def test_optimizer_map_is_copied_by_multi_optimizer():
       "config", {}).get("optimizer_map", {})
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_config_is_read_only(name):
   """Issue 18 item 10: editing `opt.config` changed `get_config` but not
@@ -333,6 +336,7 @@ def test_config_is_read_only(name):
     assert dict(clone.config) == dict(opt.config)
 
 
+@pytest.mark.fast_cases(4)
 @pytest.mark.parametrize("name", sorted(CATALOG))
 @pytest.mark.parametrize("bad", [jnp.ones((1, 3)), jnp.ones(()), jnp.ones(3),
                                  jnp.ones((2, 3), jnp.int32)],

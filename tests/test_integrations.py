@@ -323,6 +323,7 @@ def flax_run(opt, params, x, y, steps):
   return params, state, losses
 
 
+@pytest.mark.fast_cases(2)
 @pytest.mark.parametrize("name", EQX_OPTIMIZERS)
 def test_equinox_filter_jit_matches_flax(digits, name):
   """An `eqx.nn.MLP` trained under `eqx.filter_jit` with `ox.apply` on
