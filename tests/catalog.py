@@ -26,6 +26,9 @@ class Entry:
   own: tuple = ()
   # rng -> own keyword arguments, for random configurations.
   random_own: Callable[[Any], dict] = lambda rng: {}
+  # rng -> own keyword arguments of keras_sweep.py, wider than random_own's
+  # (0 for the betas and rho, epsilon up to 1); None: random_own.
+  sweep_own: Any = None
   # Learning rates the random configurations draw from.
   learning_rates: tuple = (1e-3, 0.01, 0.05)
   # Own arguments' invalid values, ((argument, (bad values...)), ...): each
@@ -97,9 +100,25 @@ def _adam_like(rng):
               epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))
 
 
+def _sweep_adam_like(rng):
+  return dict(beta_1=float(rng.choice([0.0, 0.5, 0.9, 0.99])),
+              beta_2=float(rng.choice([0.0, 0.5, 0.9, 0.999])),
+              epsilon=_sweep_epsilon(rng))
+
+
+def _sweep_rho(rng):
+  return float(rng.choice([0.0, 0.5, 0.9, 0.95]))
+
+
+def _sweep_epsilon(rng):
+  return float(rng.choice([1e-7, 1e-4, 1e-2, 1.0]))
+
+
 CATALOG: dict[str, Entry] = {
     "adam": Entry(
         "Adam",
+        sweep_own=lambda rng: dict(_sweep_adam_like(rng),
+                                   amsgrad=bool(rng.random() < 0.5)),
         rule_own=dict(epsilon=1e-3),
         optax_rule=lambda: optax.scale_by_adam(eps=1e-3),
         fused_accumulation_bit_exact=True,
@@ -112,6 +131,7 @@ CATALOG: dict[str, Entry] = {
                                     amsgrad=bool(rng.random() < 0.5))),
     "adamax": Entry(
         "Adamax",
+        sweep_own=lambda rng: _sweep_adam_like(rng),
         rule_own=dict(beta_2=0.5, epsilon=1e-3),
         optax_rule=lambda: optax.scale_by_adamax(b2=0.5, eps=1e-3),
         fused_accumulation_bit_exact=True,
@@ -123,6 +143,8 @@ CATALOG: dict[str, Entry] = {
         random_own=_adam_like),
     "adadelta": Entry(
         "Adadelta",
+        sweep_own=lambda rng: dict(rho=_sweep_rho(rng),
+                                   epsilon=_sweep_epsilon(rng)),
         rule_own=dict(epsilon=1e-3),  # optax's Adadelta is Keras's rule.
         dtype_run=dict(learning_rate=1.0),
         bad_own=(("rho", (-0.1, 1.0, NAN)), EPSILON_BAD),
@@ -137,6 +159,9 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(0.5, 1.0)),
     "rmsprop": Entry(
         "RMSprop",
+        sweep_own=lambda rng: dict(
+            rho=_sweep_rho(rng), momentum=float(rng.choice([0.0, 0.1, 0.9])),
+            centered=bool(rng.random() < 0.5), epsilon=_sweep_epsilon(rng)),
         # Keras keeps the learning rate inside the momentum, optax's trace
         # outside: a changing rate shows it.
         rule_own=dict(momentum=0.9, epsilon=1e-3),
