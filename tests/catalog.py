@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import optax
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -24,6 +26,9 @@ class Entry:
   own: tuple = ()
   # rng -> own keyword arguments, for random configurations.
   random_own: Callable[[Any], dict] = lambda rng: {}
+  # rng -> own keyword arguments of keras_sweep.py, wider than random_own's
+  # (0 for the betas and rho, epsilon up to 1); None: random_own.
+  sweep_own: Any = None
   # Learning rates the random configurations draw from.
   learning_rates: tuple = (1e-3, 0.01, 0.05)
   # Own arguments' invalid values, ((argument, (bad values...)), ...): each
@@ -63,6 +68,26 @@ class Entry:
   # the configuration their bounds were measured on.
   dtype_run: dict = dataclasses.field(
       default_factory=lambda: dict(learning_rate=0.01))
+  # The rule on its own (`scale_by_*`, tests/test_scale_by_rules.py), read
+  # on the entry whose kind names the rule (adam's, not adamw's): its own
+  # arguments for the runs against the Keras class of that kind (e.g. an
+  # epsilon large enough for its placement to show, a momentum that makes a
+  # slot) ...
+  rule_own: dict = dataclasses.field(default_factory=dict)
+  # ... Keras's arguments that switch off a decay the Keras class applies by
+  # default: the factory adds the decay around the rule, the rule has none
+  # (Muon's weight_decay and adam_weight_decay, 0.004 in Keras) ...
+  rule_keras_own: dict = dataclasses.field(default_factory=dict)
+  # ... the optax rule of the same name at `rule_own`, () -> transformation,
+  # a different rule: its run must be far from Keras's (None: optax has none,
+  # or has Keras's rule, as for Adadelta) ...
+  optax_rule: Any = None
+  # ... and whether the rule's step at a constant rate is the rate times a
+  # step that does not depend on it, so that `scale_by_<rule>()` chained with
+  # `optax.scale_by_learning_rate(lr)` gives Keras's numbers. False where the
+  # rule reads the rate inside: Ftrl's per-coordinate rate, Adafactor's
+  # relative step min(lr, 1/sqrt(t)), Schedule-Free's averaging weights.
+  step_linear_in_learning_rate: bool = True
 
 
 NAN, INF = float("nan"), float("inf")
@@ -75,9 +100,27 @@ def _adam_like(rng):
               epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))
 
 
+def _sweep_adam_like(rng):
+  return dict(beta_1=float(rng.choice([0.0, 0.5, 0.9, 0.99])),
+              beta_2=float(rng.choice([0.0, 0.5, 0.9, 0.999])),
+              epsilon=_sweep_epsilon(rng))
+
+
+def _sweep_rho(rng):
+  return float(rng.choice([0.0, 0.5, 0.9, 0.95]))
+
+
+def _sweep_epsilon(rng):
+  return float(rng.choice([1e-7, 1e-4, 1e-2, 1.0]))
+
+
 CATALOG: dict[str, Entry] = {
     "adam": Entry(
         "Adam",
+        sweep_own=lambda rng: dict(_sweep_adam_like(rng),
+                                   amsgrad=bool(rng.random() < 0.5)),
+        rule_own=dict(epsilon=1e-3),
+        optax_rule=lambda: optax.scale_by_adam(eps=1e-3),
         fused_accumulation_bit_exact=True,
         bad_own=(("beta_1", (-0.1, 1.0, 1.5, NAN)), ("beta_2", (-0.1, 1.0, NAN)), EPSILON_BAD),
         edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
@@ -88,6 +131,9 @@ CATALOG: dict[str, Entry] = {
                                     amsgrad=bool(rng.random() < 0.5))),
     "adamax": Entry(
         "Adamax",
+        sweep_own=lambda rng: _sweep_adam_like(rng),
+        rule_own=dict(beta_2=0.5, epsilon=1e-3),
+        optax_rule=lambda: optax.scale_by_adamax(b2=0.5, eps=1e-3),
         fused_accumulation_bit_exact=True,
         bad_own=(("beta_1", (-0.1, 1.0, NAN)), ("beta_2", (-1e-3, 1.0, INF)), EPSILON_BAD),
         edge_own=dict(beta_1=0.0, beta_2=0.0, epsilon=0.0),
@@ -97,6 +143,9 @@ CATALOG: dict[str, Entry] = {
         random_own=_adam_like),
     "adadelta": Entry(
         "Adadelta",
+        sweep_own=lambda rng: dict(rho=_sweep_rho(rng),
+                                   epsilon=_sweep_epsilon(rng)),
+        rule_own=dict(epsilon=1e-3),  # optax's Adadelta is Keras's rule.
         dtype_run=dict(learning_rate=1.0),
         bad_own=(("rho", (-0.1, 1.0, NAN)), EPSILON_BAD),
         edge_own=dict(rho=0.0, epsilon=0.0),
@@ -110,6 +159,15 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(0.5, 1.0)),
     "rmsprop": Entry(
         "RMSprop",
+        sweep_own=lambda rng: dict(
+            rho=_sweep_rho(rng), momentum=float(rng.choice([0.0, 0.1, 0.9])),
+            centered=bool(rng.random() < 0.5), epsilon=_sweep_epsilon(rng)),
+        # Keras keeps the learning rate inside the momentum, optax's trace
+        # outside: a changing rate shows it.
+        rule_own=dict(momentum=0.9, epsilon=1e-3),
+        optax_rule=lambda: optax.chain(
+            optax.scale_by_rms(decay=0.9, eps=1e-3, eps_in_sqrt=True),
+            optax.trace(0.9)),
         bad_own=(("rho", (-0.1, 1.0, NAN)), ("momentum", (-0.5, 1.0, INF)), EPSILON_BAD),
         edge_own=dict(rho=0.0, momentum=0.0, epsilon=0.0),
         loss_scale_run=(dict(learning_rate=0.01, momentum=0.5, centered=True, use_ema=True, ema_momentum=0.9, gradient_accumulation_steps=2, global_clipnorm=5.0), 3, 2.0**15),
@@ -123,6 +181,7 @@ CATALOG: dict[str, Entry] = {
             epsilon=float(rng.choice([1e-7, 1e-5, 1e-3])))),
     "sgd": Entry(
         "SGD",
+        rule_own=dict(momentum=0.9),
         dtype_run=dict(learning_rate=0.01, momentum=0.9),
         bad_own=(("momentum", (-0.5, 1.01, NAN, INF, "0.9")),),
         edge_own=dict(momentum=1.0, nesterov=True),
@@ -160,6 +219,7 @@ CATALOG: dict[str, Entry] = {
             beta_2=float(rng.choice([0.0, 0.5, 0.99])))),
     "schedule_free_adamw": Entry(
         "ScheduleFreeAdamW",
+        step_linear_in_learning_rate=False,
         dtype_run=dict(learning_rate=0.01, warmup_steps=10),
         fused_accumulation_bit_exact=True,
         bad_own=(("beta_1", (0.0, -0.1, 1.5, NAN)), ("beta_2", (-0.1, 1.0, NAN)), EPSILON_BAD, ("warmup_steps", (-1, 2.5, "3", True, None))),
@@ -177,6 +237,7 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(1e-3, 0.0025, 0.02)),
     "muon": Entry(
         "Muon",
+        rule_keras_own=dict(weight_decay=None, adam_weight_decay=None),
         fused_accumulation_bit_exact=True,
         bad_own=(("adam_beta_1", (-0.1, 1.0, NAN)), ("adam_beta_2", (1.0, INF)), ("momentum", (-0.5, 1.0, NAN)), ("ns_steps", (-1, 2.5, "5")), ("rms_rate", (-0.2, NAN)), ("adam_lr_ratio", (-1.0, INF)), ("adam_weight_decay", (-0.004, NAN)), ("exclude_layers", ("dense", [1])), ("muon_a", ("3", NAN)), EPSILON_BAD),
         edge_own=dict(adam_beta_1=0.0, adam_beta_2=0.0, momentum=0.0, ns_steps=0, rms_rate=0.0, adam_weight_decay=0.0, adam_lr_ratio=0.0, epsilon=0.0),
@@ -237,6 +298,7 @@ CATALOG: dict[str, Entry] = {
         random_own=_adam_like),
     "ftrl": Entry(
         "Ftrl",
+        step_linear_in_learning_rate=False,
         dtype_run=dict(learning_rate=0.05),
         fused_accumulation_bit_exact=True,
         bad_own=(("learning_rate_power", (0.5, 1, NAN, -INF, "-0.5")), ("initial_accumulator_value", (-0.1, NAN, INF)), ("l1_regularization_strength", (-1e-3, NAN)), ("l2_regularization_strength", (-1e-3, INF)), ("l2_shrinkage_regularization_strength", (-1e-3, NAN)), ("beta", (-0.5, NAN, "0.1"))),
@@ -261,6 +323,7 @@ CATALOG: dict[str, Entry] = {
         learning_rates=(0.01, 0.05, 0.2)),
     "adafactor": Entry(
         "Adafactor",
+        step_linear_in_learning_rate=False,
         dtype_run=dict(learning_rate=0.05),
         finite_on_finite_gradients=False,
         bad_own=(("beta_2_decay", (0.8, NAN, -INF, "-0.8")), ("epsilon_1", (-1e-30, NAN, INF)), ("epsilon_2", (-1e-3, NAN)), ("clip_threshold", (0.0, -1.0, NAN, INF))),
@@ -290,4 +353,15 @@ NOT_ROW_SEPARABLE = tuple(k for k in KINDS if not CATALOG[k].row_separable)
 def rule_name(kind: str) -> str:
   """The package's name of `kind`'s rule, e.g. "scale_by_adam"."""
   return CATALOG[kind].rule or f"scale_by_{kind}"
+
+
+def rule_kind(rule: str) -> str:
+  """The kind whose entry describes `rule` ("scale_by_adam" -> "adam")."""
+  kind = rule[len("scale_by_"):]
+  assert rule_name(kind) == rule, rule
+  return kind
+
+
+# Every `scale_by_*` rule of the package, once (AdamW shares Adam's).
+RULES = tuple(sorted({rule_name(k) for k in KINDS}))
 

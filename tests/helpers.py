@@ -23,6 +23,7 @@ import optax
 
 from keras_oracle import KERAS_CLASSES
 from keras_oracle import build_keras
+from keras_oracle import keras_steps
 from keras_oracle import make_params
 from keras_oracle import varied_grads
 
@@ -108,18 +109,9 @@ def keras_ls_trajectory(kind, params, grads_seq, initial_scale, growth, **kw):
       inner, initial_scale=initial_scale, dynamic_growth_steps=growth)
   opt, variables = build_keras(opt, params)
   idx = [i for i, v in enumerate(opt.variables) if v is opt.dynamic_scale][0]
-  treedef = jax.tree.structure(params)
-
-  @jax.jit
-  def step(opt_vars, train_vars, grads):
-    return opt.stateless_apply(opt_vars, grads, train_vars)
-
-  train_vars = [v.value for v in variables]
-  opt_vars = [v.value for v in opt.variables]
   out, scales = [], []
-  for grads in grads_seq:
-    train_vars, opt_vars = step(opt_vars, train_vars, jax.tree.leaves(grads))
-    out.append(jax.tree.unflatten(treedef, [np.asarray(v) for v in train_vars]))
+  for step_params, opt_vars in keras_steps(opt, variables, params, grads_seq):
+    out.append(step_params)
     scales.append(float(opt_vars[idx]))
   return out, scales
 

@@ -52,10 +52,11 @@ def build_keras(kind_or_optimizer, params, exclude=None, **kwargs):
   return opt, variables
 
 
-def keras_trajectory(kind_or_optimizer, params, grads_seq, exclude=None,
-                     **kwargs):
-  """Parameters (as pytrees like `params`) after each Keras step."""
-  opt, variables = build_keras(kind_or_optimizer, params, exclude, **kwargs)
+def keras_steps(opt, variables, params, grads_seq):
+  """Runs a built Keras optimizer on `grads_seq`, one jitted
+  `stateless_apply` a step from its variables' values; yields, after each
+  step, the parameters (a pytree like `params`, numpy leaves) and the
+  optimizer variables' values (in `opt.variables`' order)."""
   treedef = jax.tree.structure(params)
 
   @jax.jit
@@ -64,10 +65,21 @@ def keras_trajectory(kind_or_optimizer, params, grads_seq, exclude=None,
 
   train_vars = [v.value for v in variables]
   opt_vars = [v.value for v in opt.variables]
-  out = []
   for grads in grads_seq:
     train_vars, opt_vars = step(opt_vars, train_vars, jax.tree.leaves(grads))
-    out.append(jax.tree.unflatten(treedef, [np.asarray(v) for v in train_vars]))
+    yield (jax.tree.unflatten(treedef, [np.asarray(v) for v in train_vars]),
+           opt_vars)
+
+
+def keras_trajectory(kind_or_optimizer, params, grads_seq, exclude=None,
+                     **kwargs):
+  """Parameters (as pytrees like `params`) after each Keras step."""
+  opt, variables = build_keras(kind_or_optimizer, params, exclude, **kwargs)
+  out, opt_vars = [], [v.value for v in opt.variables]
+  for step_params, step_vars in keras_steps(opt, variables, params,
+                                           grads_seq):
+    out.append(step_params)
+    opt_vars = step_vars
   return out, (opt, opt_vars)
 
 

@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 from keras_oracle import *
 from catalog import CATALOG, KINDS
-import inspect
 import optax_suite as ox, numpy as np, keras
 KS = keras.optimizers.schedules
 def rand_cfg(rng):
@@ -33,17 +32,8 @@ def rand_cfg(rng):
     a = dict(initial_learning_rate=lr_ours, decay_steps=10, alpha=0.1, warmup_target=lr_ours*2, warmup_steps=5)
     lr_ours, lr_keras = ox.schedules.cosine_decay(**a), KS.CosineDecay(**a)
   kwo, kwk = {"learning_rate": lr_ours}, {"learning_rate": lr_keras}
-  if kind in ("adam","adamax"):
-    kw["beta_1"] = float(rng.choice([0.0, 0.5, 0.9, 0.99]))
-    kw["beta_2"] = float(rng.choice([0.0, 0.5, 0.9, 0.999]))
-  if kind == "adam": kw["amsgrad"] = bool(rng.random()<0.5)
-  if kind in ("adadelta","rmsprop"): kw["rho"] = float(rng.choice([0.0, 0.5, 0.9, 0.95]))
-  if kind == "rmsprop":
-    kw["momentum"] = float(rng.choice([0.0, 0.1, 0.9])); kw["centered"] = bool(rng.random()<0.5)
-  if kind not in ("adam", "adamax", "adadelta", "rmsprop"):
-    kw.update(CATALOG[kind].random_own(rng))  # the catalog's draws
-  elif "epsilon" in inspect.signature(getattr(ox, kind)).parameters:
-    kw["epsilon"] = float(rng.choice([1e-7, 1e-4, 1e-2, 1.0]))
+  entry = CATALOG[kind]
+  kw.update((entry.sweep_own or entry.random_own)(rng))  # the catalog's draws
   c = rng.choice(["none","clipnorm","clipvalue","global_clipnorm"])
   if c != "none": kw[str(c)] = float(rng.choice([0.0, 0.05, 0.5, 3.0]))
   if rng.random()<0.5: kw["weight_decay"] = float(rng.choice([0.0, 0.001, 0.1]))

@@ -137,7 +137,10 @@ def contract_results(kind, config):
   def abstract_input():
     abstract = jax.ShapeDtypeStruct(shape=(2, 4, 8), dtype=jnp.float32)
     state = opt.init(abstract)
-    assert state is not None
+    # The state a concrete array of that shape and dtype gets, leaf by leaf.
+    concrete = opt.init(jnp.zeros(abstract.shape, abstract.dtype))
+    assert jax.tree.structure(state) == jax.tree.structure(concrete)
+    assert types(state) == types(concrete)
     assert types(state) == types(jax.eval_shape(opt.init, abstract))
 
   @jax.jit
@@ -172,11 +175,15 @@ def contract_results(kind, config):
     assert_close(p_e, p_j)
     assert_close(eager, jitted)
     before = step._cache_size()
-    p_j, second, _ = step(p_j, jitted, contract_grads(params, 1))
+    g = contract_grads(params, 1)
+    p_j, second, _ = step(p_j, jitted, g)
     assert step._cache_size() == before, "the second step recompiled"
     assert jax.tree.structure(second) == jax.tree.structure(eager)
     assert types(second) == types(eager)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(p_j))
+    # ... and the numbers of a second eager step.
+    u_e, eager = opt.update(g, eager, p_e)
+    assert_close(optax.apply_updates(p_e, u_e), p_j)
+    assert_close(eager, second)
 
   def inject_equal():
     options, wrapper = CONFIGS[config]
@@ -228,13 +235,51 @@ def contract_results(kind, config):
       return out
 
     out = run(params, states)
-    for name, (p, first) in out.items():
+    for name, (p, _) in out.items():
       assert types(p) == types(params), name
-      assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(p))
-    g0 = contract_grads(params, 0)  # optax.masked passes masked-out ones on.
+    g0, g1 = contract_grads(params, 0), contract_grads(params, 1)
+
+    @jax.jit
+    def alone(params):
+      """Two steps of the optimizer alone, and one on the mean gradient."""
+      p, s = params, opt.init(params)
+      for g in (g0, g1):
+        u, s = opt.update(g, s, p)
+        p = optax.apply_updates(p, u)
+      # optax.MultiSteps's running mean: g0 + (g1 - g0) / 2.
+      mean = jax.tree.map(lambda a, b: a + (b - a) / 2, g0, g1)
+      u, _ = opt.update(mean, opt.init(params), params)
+      return p, optax.apply_updates(params, u)
+
+    two_steps, mean_step = alone(params)
+    # The gradients' global norm is below the clip's 10: the chain is the
+    # optimizer alone.
+    assert float(optax.global_norm(g0)) < 10 and float(
+        optax.global_norm(g1)) < 10
+    assert_close(out["chain"][0], two_steps)
+    # The optimizer's leaves are its own business (every rule and option
+    # here is per leaf): each wrapper leaves them as the optimizer alone
+    # does, and hands the others on.
+    two_updates = lambda p, u0, u1: optax.apply_updates(optax.apply_updates(p, u0),
+                                                u1)
+    masked = out["masked"][0]
+    assert_close({k: v for k, v in masked.items() if k != "f16"},
+                 {k: v for k, v in two_steps.items() if k != "f16"})
+    # optax.masked passes the masked-out gradients on as the updates.
     np.testing.assert_array_equal(out["masked"][1]["f16"], g0["f16"])
-    for leaf in jax.tree.leaves(out["multisteps"][1]):  # A micro-step.
+    np.testing.assert_array_equal(masked["f16"],
+                                  two_updates(params["f16"], g0["f16"], g1["f16"]))
+    multi = out["multi_transform"][0]
+    assert_close({k: v for k, v in multi.items() if k != "f32"},
+                 {k: v for k, v in two_steps.items() if k != "f32"})
+    sgd = optax.sgd(0.1)  # the "sgd" label: plain SGD on the f32 leaf.
+    sgd_u0, sgd_state = sgd.update(g0["f32"], sgd.init(params["f32"]))
+    sgd_u1, _ = sgd.update(g1["f32"], sgd_state)
+    assert_close(multi["f32"], two_updates(params["f32"], sgd_u0, sgd_u1))
+    # MultiSteps: a micro-step of zeros, then one step on the mean.
+    for leaf in jax.tree.leaves(out["multisteps"][1]):
       assert not bool(jnp.any(leaf))
+    assert_close(out["multisteps"][0], mean_step)
 
   for name, fn in (("abstract_input", abstract_input),
                    ("jit_and_eager", jit_and_eager),

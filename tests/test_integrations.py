@@ -60,23 +60,35 @@ def xent(logits, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def functional_run(opt, params, x, y, steps):
-  """The plain `jax.jit` loop of docs/getting_started.md, in its split form
-  (`opt.update`, `optax.apply_updates`): the reference for the other APIs."""
+def train_loop(opt, params, loss_fn, x, y, steps, split=False):
+  """`steps` jitted full-batch steps on `loss_fn(params, x, y)` from
+  `params`, each with `ox.apply`, or with `split=True` in the split form of
+  docs/getting_started.md (`opt.update`, then `optax.apply_updates`).
+  Returns the parameters, the state and the loss before each step."""
   state = opt.init(params)
 
   @jax.jit
-  def step(params, state):
-    loss, grads = jax.value_and_grad(
-        lambda p: xent(mlp_apply(p, x), y))(params)
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss
+  def train_step(params, state, x, y):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    if split:
+      updates, state = opt.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    else:
+      params, state = ox.apply(opt, grads, (params, state))
+    return params, state, loss
 
   losses = []
   for _ in range(steps):
-    params, state, loss = step(params, state)
+    params, state, loss = train_step(params, state, x, y)
     losses.append(float(loss))
   return params, state, losses
+
+
+def functional_run(opt, params, x, y, steps):
+  """The plain `jax.jit` loop of docs/getting_started.md, in its split form
+  (`opt.update`, `optax.apply_updates`): the reference for the other APIs."""
+  return train_loop(opt, params, lambda p, x, y: xent(mlp_apply(p, x), y),
+                    x, y, steps, split=True)
 
 
 def test_flax_nnx_optimizer_trains_and_passes_params(digits):
@@ -177,19 +189,9 @@ def test_haiku_transform_trains_with_clipping_and_accumulation(digits):
   params = net.init(jax.random.key(2), x[:1])
   k = 2
   opt = ox.adam(0.01, global_clipnorm=1.0, gradient_accumulation_steps=k)
-  state = opt.init(params)
-
-  @jax.jit
-  def train_step(params, state):
-    loss, grads = jax.value_and_grad(lambda p: xent(net.apply(p, x), y))(
-        params)
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss
-
-  losses = []
-  for _ in range(STEPS * k):
-    params, state, loss = train_step(params, state)
-    losses.append(float(loss))
+  _, _, losses = train_loop(opt, params,
+                            lambda p, x, y: xent(net.apply(p, x), y), x, y,
+                            STEPS * k, split=True)
   assert losses[-1] < TARGET_LOSS < losses[0]
   # Micro-steps leave the parameters alone: each loss repeats once.
   assert losses[0::k] == losses[1::k]
@@ -279,20 +281,8 @@ def dict_run(opt, params, x, y, steps):
   def apply_fn(p, x):
     h = jnp.tanh(p["layer0"]["weight"] @ x + p["layer0"]["bias"])
     return p["layer1"]["weight"] @ h + p["layer1"]["bias"]
-  state = opt.init(params)
-
-  @jax.jit
-  def train_step(params, state, x, y):
-    loss_of = lambda p: xent(jax.vmap(lambda v: apply_fn(p, v))(x), y)
-    loss, grads = jax.value_and_grad(loss_of)(params)
-    params, state = ox.apply(opt, grads, (params, state))
-    return params, state, loss
-
-  losses = []
-  for _ in range(steps):
-    params, state, loss = train_step(params, state, x, y)
-    losses.append(float(loss))
-  return params, state, losses
+  loss_fn = lambda p, x, y: xent(jax.vmap(lambda v: apply_fn(p, v))(x), y)
+  return train_loop(opt, params, loss_fn, x, y, steps)
 
 
 def flax_run(opt, params, x, y, steps):
@@ -307,20 +297,8 @@ def flax_run(opt, params, x, y, steps):
       return nn.Dense(10, name="out")(x)
 
   model = FlaxMLP()
-  state = opt.init(params)
-
-  @jax.jit
-  def train_step(params, state, x, y):
-    loss_of = lambda p: xent(model.apply({"params": p}, x), y)
-    loss, grads = jax.value_and_grad(loss_of)(params)
-    params, state = ox.apply(opt, grads, (params, state))
-    return params, state, loss
-
-  losses = []
-  for _ in range(steps):
-    params, state, loss = train_step(params, state, x, y)
-    losses.append(float(loss))
-  return params, state, losses
+  loss_fn = lambda p, x, y: xent(model.apply({"params": p}, x), y)
+  return train_loop(opt, params, loss_fn, x, y, steps)
 
 
 @pytest.mark.fast_cases(2)

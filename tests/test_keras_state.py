@@ -6,14 +6,19 @@ middle of an accumulation, so the accumulators, the raw call count and the
 update-step count all matter), runs the remaining ``K - k`` steps with
 optax_suite from Keras's parameters at step ``k``, and compares with Keras's
 own steps ``k + 1 .. K`` (``keras_oracle.assert_trajectories_match``).
-Every case has EMA (with overwrite), gradient accumulation and weight decay
-on; the variants cover amsgrad, momentum and centered, a schedule, Keras's
-weight-decay exclusions by name and by variable, a learning rate changed in
-Keras before the import, and ``optax.inject_hyperparams``. A control resumes from a fresh state
-instead, and is far off: the import is what makes the runs agree.
+The cases are every own configuration of every optimizer in
+``tests/catalog.py`` (``Entry.own``: amsgrad, momentum and centered,
+Nesterov, Muon's two decays, ...), each with EMA (with overwrite), gradient
+accumulation and weight decay on (unless the configuration sets its own),
+and one variant in turn: a schedule, Keras's weight-decay exclusions by name
+or by variable (the imported optimizer decays exactly the leaves Keras
+does), a learning rate changed in Keras before the import, or none. Two more
+tests import into ``inject_hyperparams``. A control resumes from a fresh
+state instead, and is far off: the import is what makes the runs agree.
 """
 
 import os
+import re
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -25,6 +30,8 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import optax_suite as ox  # noqa: E402
+from catalog import CATALOG  # noqa: E402
+from catalog import KINDS  # noqa: E402
 from keras_oracle import FAR  # noqa: E402
 from keras_oracle import KERAS_CLASSES  # noqa: E402
 from keras_oracle import ULPS  # noqa: E402
@@ -39,59 +46,46 @@ TOTAL, RESUME_AT = 28, 13  # 13 = 4 updates of 3 calls + 1 micro-step.
 BASE = dict(gradient_accumulation_steps=3, weight_decay=0.05, use_ema=True,
             ema_momentum=0.8, ema_overwrite_frequency=3)
 
+# Each of the catalog's own configurations of each optimizer (tests/catalog.py
+# `Entry.own`, at the entry's parity learning rate when it sets none), with
+# one of these variants in turn over the whole list, so that every variant
+# meets several optimizers.
+VARIANTS = ("schedule", "exclude-by-name", "exclude-by-variable",
+            "new-learning-rate", "plain")
+EXCLUDED_NAMES = ["bias"]  # Keras's `var_names`: searched in variable.name.
+EXCLUDED_INDEX = 1  # Keras's `var_list`: the second trainable variable.
+
+
+def _case(kind, own, variant):
+  """(kind, Keras options, extra) of one case: `extra` holds the Keras
+  exclusions (var_names / var_list indices) and a new learning rate."""
+  options = dict(BASE, **own)
+  lr = options.setdefault("learning_rate",
+                          CATALOG[kind].parity_learning_rate or 0.01)
+  extra = {}
+  if variant == "schedule":
+    options["learning_rate"] = keras.optimizers.schedules.CosineDecay(
+        lr, 20, warmup_target=5 * lr, warmup_steps=6)
+  elif variant == "exclude-by-name":
+    extra["var_names"] = EXCLUDED_NAMES
+  elif variant == "exclude-by-variable":
+    extra["var_list"] = [EXCLUDED_INDEX]
+  elif variant == "new-learning-rate":  # set in Keras before the import.
+    extra["new_learning_rate"] = 2.5 * lr
+  return kind, options, extra
+
+
+_OWN = [(kind, i, own) for kind in KINDS
+        for i, own in enumerate(CATALOG[kind].own)]
 CASES = {
-    "adam-amsgrad-schedule": ("adam", dict(
-        amsgrad=True, learning_rate=keras.optimizers.schedules.CosineDecay(
-            0.01, 20, warmup_target=0.05, warmup_steps=6)), {}),
-    "adamax-exclude-by-variable": ("adamax", dict(learning_rate=0.02),
-                                   dict(var_list=[1])),
-    "adadelta-new-learning-rate": ("adadelta", dict(learning_rate=1.0,
-                                                    rho=0.9),
-                                   dict(new_learning_rate=3.0)),
-    "rmsprop-momentum-centered-exclude-by-name": (
-        "rmsprop", dict(learning_rate=0.01, momentum=0.6, centered=True),
-        dict(var_names=["bias", "scale"])),
-    "rmsprop-plain-rule": ("rmsprop", dict(learning_rate=0.01), {}),
-    "sgd-nesterov-exclude-by-name": (
-        "sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True),
-        dict(var_names=["bias"])),
-    "sgd-no-momentum": ("sgd", dict(learning_rate=0.05), {}),
-    "adamw-amsgrad-exclude-by-name": (
-        "adamw", dict(learning_rate=0.02, amsgrad=True), dict(
-            var_names=["bias"])),
-    "lion-exclude-by-variable": ("lion", dict(learning_rate=0.01,
-                                              beta_1=0.5),
-                                 dict(var_list=[0])),
-    "schedule_free_adamw-warmup-exclude-by-name": (
-        "schedule_free_adamw", dict(learning_rate=0.01, beta_1=0.8,
-                                    warmup_steps=6), dict(var_names=["bias"])),
-    # Keras gives "velocity" slots to the Adam-branch variables only.
-    "muon-two-decays-exclude-by-name": (
-        "muon", dict(learning_rate=0.02, adam_weight_decay=0.02,
-                     adam_lr_ratio=0.5), dict(var_names=["bias"])),
-    "adagrad-initial-accumulator-exclude-by-name": (
-        "adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.3,
-                        epsilon=1e-4), dict(var_names=["kernel"])),
-    "nadam-u-product": ("nadam", dict(learning_rate=0.02, beta_1=0.8), {}),
-    "lamb-exclude-by-name": ("lamb", dict(learning_rate=0.02, beta_2=0.99),
-                             dict(var_names=["bias"])),
-    "ftrl-everything-exclude-by-name": (
-        "ftrl", dict(learning_rate=0.1, learning_rate_power=-0.6,
-                     initial_accumulator_value=0.2,
-                     l1_regularization_strength=0.01,
-                     l2_regularization_strength=0.02,
-                     l2_shrinkage_regularization_strength=0.05, beta=0.3),
-        dict(var_names=["bias"])),
-    "adafactor-new-learning-rate": (
-        "adafactor", dict(learning_rate=0.05, beta_2_decay=-0.6,
-                          epsilon_2=0.01, clip_threshold=0.5),
-        dict(new_learning_rate=0.125)),
-}
+    f"{kind}-own{i}-{VARIANTS[n % len(VARIANTS)]}":
+        _case(kind, own, VARIANTS[n % len(VARIANTS)])
+    for n, (kind, i, own) in enumerate(_OWN)}
 
 
-def _keras_run(kind, options, extra, params, grads):
-  """Keras's parameters after each step, and its variables at RESUME_AT."""
-  opt = KERAS_CLASSES[kind](**options, **BASE)
+def _keras_run(kind, options, extra, params, grads, resume_at=RESUME_AT):
+  """Keras's parameters after each step, and its variables at `resume_at`."""
+  opt = KERAS_CLASSES[kind](**options)
   variables = [keras.Variable(np.asarray(p), name=n)
                for p, n in zip(jax.tree.leaves(params), leaf_names(params))]
   if "var_list" in extra or "var_names" in extra:
@@ -105,7 +99,7 @@ def _keras_run(kind, options, extra, params, grads):
   opt_vars = [v.value for v in opt.variables]
   out, saved = [], None
   for t, g in enumerate(grads):
-    if t == RESUME_AT:
+    if t == resume_at:
       if "new_learning_rate" in extra:  # as `opt.learning_rate = ...` would.
         index = [v.name for v in opt.variables].index("learning_rate")
         opt_vars[index] = jnp.asarray(extra["new_learning_rate"],
@@ -115,6 +109,14 @@ def _keras_run(kind, options, extra, params, grads):
     out.append(jax.tree.unflatten(treedef, [np.asarray(v) for v in
                                             train_vars]))
   return opt, out, saved
+
+
+def _expected_decay(params, extra):
+  """Which leaves Keras decays, by its own rule: a variable is excluded when
+  it is in `var_list` or a `var_names` pattern is found in its name."""
+  return [i not in extra.get("var_list", ()) and not any(
+      re.search(pattern, name) for pattern in extra.get("var_names", ()))
+          for i, name in enumerate(leaf_names(params))]
 
 
 def _ours(opt, state, params, grads):
@@ -149,10 +151,14 @@ def test_training_resumed_in_jax_continues_the_keras_run(case):
   assert int(state.count) == int(state.inner.count) == RESUME_AT
   assert int(state.ema.count) == RESUME_AT
   assert int(state.inner.inner_state[1].count) == RESUME_AT // 3
-  if "var_list" in extra:
-    assert opt.config["weight_decay_mask"] is not None
+  # The exclusions carried over decay exactly the leaves Keras decays.
+  decays = ox.decay_mask(params_k, opt.config.get("weight_decay_mask"),
+                         opt.config.get("exclude_from_weight_decay"))
+  assert jax.tree.leaves(decays) == _expected_decay(params_k, extra)
   if "new_learning_rate" in extra:
-    assert opt.config["learning_rate"] == extra["new_learning_rate"]
+    # The value Keras's float32 `learning_rate` variable holds.
+    assert opt.config["learning_rate"] == float(
+        np.float32(extra["new_learning_rate"]))
   got = _ours(opt, state, params_k, grads[RESUME_AT:])
   _assert_close(expected[RESUME_AT:], got)
   # Control: the same optimizer from a fresh state does not continue it.
@@ -163,7 +169,8 @@ def test_training_resumed_in_jax_continues_the_keras_run(case):
 def test_state_for_injected_hyperparameters_resumes_the_schedule():
   """The outer count of `inject_hyperparams` is set too: the schedule
   resumes at Keras's `_iterations`."""
-  kind, options, extra = CASES["adam-amsgrad-schedule"]
+  amsgrad = [own for own in CATALOG["adam"].own if own.get("amsgrad")][0]
+  kind, options, extra = _case("adam", amsgrad, "schedule")
   params = make_params(22)
   grads = varied_grads(params, TOTAL, seed=22)
   keras_opt, expected, (params_k, opt_vars_k) = _keras_run(
@@ -227,23 +234,15 @@ def test_injected_rmsprop_without_momentum_imports_with_a_zero_slot():
   the run continues Keras's."""
   params = make_params(22)
   grads = varied_grads(params, 6, seed=22)
-  k_opt = keras.optimizers.RMSprop(0.05)
-  variables = [keras.Variable(np.asarray(p), name=n)
-               for p, n in zip(jax.tree.leaves(params), leaf_names(params))]
-  k_opt.build(variables)
-  step = jax.jit(lambda o, t, g: k_opt.stateless_apply(o, g, t))
-  train, opt_vars = [v.value for v in variables], [v.value for v in
-                                                    k_opt.variables]
-  treedef = jax.tree.structure(params)
-  expected = []
-  for t, g in enumerate(grads):
-    if t == 3:
-      resume = (jax.tree.unflatten(treedef, train), list(opt_vars))
-    train, opt_vars = step(opt_vars, train, jax.tree.leaves(g))
-    expected.append(jax.tree.unflatten(treedef, [np.asarray(v)
-                                                 for v in train]))
+  k_opt, expected, resume = _keras_run(
+      "rmsprop", dict(learning_rate=0.05), {}, params, grads, resume_at=3)
+  assert not [v for v in k_opt.variables if v.name.endswith("_momentum")]
   opt = ox.inject_hyperparams(ox.rmsprop)(0.05)
   state = ox.state_from_keras(opt, k_opt, resume[0], resume[1])
-  assert state.inner_state.inner[1].momentum is not None
+  momentum = state.inner_state.inner[1].momentum
+  assert jax.tree.structure(momentum) == jax.tree.structure(resume[0])
+  for slot, p in zip(jax.tree.leaves(momentum), jax.tree.leaves(resume[0])):
+    assert slot.shape == p.shape and slot.dtype == jnp.float32
+    np.testing.assert_array_equal(slot, np.zeros(p.shape, np.float32))
   _assert_close(expected[3:], _ours(opt, state, resume[0], grads[3:]),
                 resume_at=3)
