@@ -3,8 +3,9 @@
 A gradient leaf may be a ``jax.experimental.sparse.BCOO`` with
 ``n_batch=0, n_sparse=1``: indices ``[nnz, 1]`` naming rows (along axis 0)
 of a parameter of rank 2 or more, data ``[nnz, *shape[1:]]`` (so
-``n_dense = ndim - 1``), rows possibly repeated (JAX's ``IndexedSlices``). By default it is summed into the dense gradient, which is
-what Keras 3 does. :func:`lazy_rows` instead runs a transformation on the
+``n_dense = ndim - 1``), rows possibly repeated (JAX's ``IndexedSlices``).
+By default it is summed into the dense gradient, which is what Keras 3
+does. :func:`lazy_rows` instead runs a transformation on the
 touched rows only: it gathers those rows of the parameter and of every slot
 laid out like the parameter, runs the transformation's own ``update`` on the
 gathered rows (as on a variable made of just those rows), scatters the new
@@ -225,6 +226,25 @@ def lazy_rows(
     Array([0.90000004, 1.        , 0.90000004, 1.        ], dtype=float32)
     >>> state[0].m[:, 0]  # and so are their moments
     Array([0.1, 0. , 0.2, 0. ], dtype=float32)
+
+    A table of rank 3 or more takes a ``BCOO`` of whole rows along axis 0
+    too (indices ``[nnz, 1]``, data ``[nnz, 2, 3]`` here: ``n_dense=2``),
+    in an optimizer's default mode (Keras's numbers: the dense sum) as with
+    ``lazy_rows=True``; a ``BCOO`` sparse over more axes is refused:
+
+    >>> cube = jnp.ones((4, 2, 3))
+    >>> g3 = sparse.BCOO((jnp.ones((3, 2, 3)), jnp.array([[3], [1], [3]])),
+    ...                  shape=(4, 2, 3))
+    >>> for opt in (ox.adam(0.1), ox.adam(0.1, lazy_rows=True)):
+    ...   updates, state = opt.update(g3, opt.init(cube), cube)
+    ...   print(ox.apply_updates(cube, updates)[:, 0, 0])
+    [1.        0.900001  1.        0.9000008]
+    [1.        0.900001  1.        0.9000008]
+    >>> try:
+    ...   opt.update(sparse.BCOO.fromdense(cube, n_dense=1), state, cube)
+    ... except ValueError as e:
+    ...   print(str(e)[:70])
+    Row-sparse gradient at <root>: a BCOO gradient must be sparse in whole
   """
   return _lazy_rows(inner, check=True)
 
