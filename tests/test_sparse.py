@@ -869,6 +869,7 @@ def _bad_cube(kind):
                                n_dense=2)
 
 
+@pytest.mark.fast_cases(1)
 @pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("bad", ["element_sparse", "element_sparse_all_axes",
                                  "batched"])
