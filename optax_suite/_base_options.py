@@ -140,8 +140,9 @@ BASE_DOC = """
       gradients (below).
 
   A gradient leaf may be a row-sparse ``jax.experimental.sparse.BCOO``
-  (``n_batch=0, n_dense=1``: indices ``[nnz, 1]``, data ``[nnz, dim]``; rows
-  may repeat and are summed). By default it gives Keras 3's numbers, which
+  (``n_batch=0, n_sparse=1``: indices ``[nnz, 1]``, data ``[nnz, *shape[1:]]``,
+  whole rows along axis 0 of a leaf of rank 2 or more; rows may repeat and
+  are summed). By default it gives Keras 3's numbers, which
   are those of the dense sum. With ``lazy_rows=True`` only the touched rows
   of the parameter and of its slots move, exactly as the dense rule would
   move a variable made of those rows (step counts stay global), and

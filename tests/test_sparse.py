@@ -36,6 +36,8 @@ from helpers import row_grads  # noqa: E402
 from helpers import run_child  # noqa: E402
 from helpers import table_params  # noqa: E402
 from keras_oracle import build_keras  # noqa: E402
+from keras_oracle import make_params  # noqa: E402
+from keras_oracle import varied_grads  # noqa: E402
 
 STEPS = 28
 ATOL = RTOL = 1e-6
@@ -155,7 +157,7 @@ def tf_keras_sparse_adamax(table, grads, learning_rate, beta_1, beta_2,
   for t, g in enumerate(grads, start=1):
     ids = np.asarray(g.indices[:, 0])
     rows = np.unique(ids)
-    summed = np.zeros((len(rows), w.shape[1]), f)
+    summed = np.zeros((len(rows),) + w.shape[1:], f)
     np.add.at(summed, np.searchsorted(rows, ids), np.asarray(g.data, f))
     m[rows] = f(beta_1) * m[rows] + f(1 - beta_1) * summed
     v[rows] = np.maximum(f(beta_2) * v[rows], np.abs(summed))
@@ -613,3 +615,276 @@ def test_lazy_rows_ema_with_one_repeated_row_eagerly():
       for _ in range(2):
         updates, state = opt.update(g, state, table)
       assert np.asarray(ox.apply_updates(table, updates)["embed"])[1, 0] < 1
+
+
+# --------------------------------------------------------------------------
+# Tables of rank 3 (issue 20 item 5): a BCOO of whole rows along axis 0 of a
+# (rows, a, b) table, indices [nnz, 1] and data [nnz, a, b] (n_dense=2).
+
+SLAB = (2, DIM)  # One row of the rank-3 table.
+CUBE = (ROWS,) + SLAB
+CUBE_STEPS = 27
+
+
+def cube_params(seed):
+  """``make_params`` (ranks 0 to 4) plus a (ROWS, 2, DIM) table ``cube``."""
+  params = make_params(seed)
+  rng = np.random.default_rng(seed + 200)
+  params["cube"] = jnp.asarray(rng.normal(size=CUBE), jnp.float32)
+  return params
+
+
+def cube_rows(steps, seed, nnz=6, all_rows=False):
+  """Rank-3 BCOO gradients: a repeated row at every step, one row six times
+  every 7th step, large values every 5th, exact zeros in places; rows 0 and
+  1 never touched (unless ``all_rows``: every row once, shuffled)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for t in range(steps):
+    if all_rows:
+      ids = rng.permutation(ROWS)
+    else:
+      ids = rng.integers(2, ROWS, size=nnz)
+      ids[-1] = ids[0]
+      if t % 7 == 3:
+        ids[:] = ids[0]
+    data = rng.normal(size=(len(ids),) + SLAB) * (100.0 if t % 5 == 2
+                                                  else 1.0)
+    if t % 5 == 1:
+      data = data * (rng.random(data.shape) < 0.5)
+    out.append(sparse.BCOO((jnp.asarray(data, jnp.float32),
+                            jnp.asarray(ids[:, None], jnp.int32)),
+                           shape=CUBE))
+  return out
+
+
+def cube_grad_seq(params, steps, seed, **kw):
+  dense = varied_grads(params, steps, seed=seed)
+  return [dict(g, cube=r) for g, r in zip(dense, cube_rows(steps, seed, **kw))]
+
+
+def test_rank3_row_sparse_bcoo_layout():
+  """The gradients these tests use are row-sparse in the sense of the
+  issue: n_batch=0, n_sparse=1, n_dense=2, with repeated rows."""
+  g = cube_rows(4, seed=0)[3]
+  assert (g.n_batch, g.n_sparse, g.n_dense) == (0, 1, 2)
+  assert g.indices.shape == (6, 1) and g.data.shape == (6,) + SLAB
+  assert len(np.unique(np.asarray(g.indices))) == 1  # Step 3: one row.
+  _sparse.check_row_sparse({"cube": g}, {"cube": jnp.zeros(CUBE)})
+
+
+@pytest.mark.fast_cases(1)
+@pytest.mark.parametrize("option", sorted(KERAS_BCOO_OPTIONS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_default_mode_matches_keras_with_rank3_bcoo_gradients(kind, option):
+  """Without lazy_rows a BCOO gradient of a rank-3 table gives Keras 3's
+  numbers for the same BCOO (every leaf, 27 steps; Adafactor: below)."""
+  params = cube_params(11)
+  grads = cube_grad_seq(params, CUBE_STEPS, seed=11)
+  kw = dict(KERAS_BCOO_OPTIONS[option])
+  if CATALOG[kind].parity_learning_rate is not None:
+    kw["learning_rate"] = CATALOG[kind].parity_learning_rate
+  expected = keras_bcoo_trajectory(kind, params, grads, **kw)
+  actual = [p for p, _ in trajectory(getattr(ox, kind)(**kw), params, grads)]
+  if kind in KERAS_BCOO_IS_NOT_DENSE:
+    expected = _keras_dense_where_its_bcoo_path_differs(
+        kind, params, grads, expected, kw)
+  assert len(actual) == CUBE_STEPS
+  # The rank-2 test's tolerance: with decay, EMA overwrites and the loss
+  # scale, the dense leaves of both tests differ by up to ~5 ulps (Keras's
+  # eager steps against our jitted ones), beyond keras_oracle's 4.
+  assert_close(expected, actual)
+  ulps = {name: _ulps(expected, actual, name) for name in ("cube", "heads")}
+  print(f"{kind}-{option}: largest deviation from Keras, in ulps: {ulps}")
+  assert not np.allclose(actual[-1]["cube"][2:], params["cube"][2:])
+
+
+# Keras's Adafactor divides a BCOO gradient by sqrt(v) at the BCOO's entries
+# only (keras's sparse divide), the dense gradient everywhere: where a
+# rank-3 table's factored v underflows to 0 (a slab row and a slab column of
+# zero gradients: ~1e-30 times ~1e-30) at a zero gradient, the dense step
+# makes 0 / 0 = NaN, and its RMS clipping spreads it over the leaf; the BCOO
+# step skips it. Ours is the dense gradient's (the default mode's rule:
+# Keras's numbers for the dense sum). A rank-2 table's v does not underflow
+# (r is normalized by its mean over all rows).
+KERAS_BCOO_IS_NOT_DENSE = ("adafactor",)
+
+
+def _keras_dense_where_its_bcoo_path_differs(kind, params, grads, bcoo, kw):
+  """Keras's run on the dense gradients, checked to be its BCOO run up to
+  the first step where the dense one has a NaN."""
+  dense = keras_bcoo_trajectory(kind, params, dense_of(grads), **kw)
+  first_nan = next((t for t, p in enumerate(dense) if not all(
+      np.isfinite(x).all() for x in jax.tree.leaves(p))), len(dense))
+  assert_close(dense[:first_nan], bcoo[:first_nan])
+  print(f"Keras {kind}: BCOO and dense runs agree for {first_nan} steps; "
+        "then the dense one has NaNs, ours too")
+  return dense
+
+
+def _ulps(expected, actual, name):
+  """The largest |ours - Keras| of leaf ``name`` over the steps, in float32
+  ulps of the leaf's largest |value| (at least 1), as keras_oracle counts."""
+  worst = 0.0
+  for e, a in zip(expected, actual):
+    x, y = (np.asarray(jax.tree.leaves(t[name])[0], np.float64)
+            for t in (e, a))
+    unit = np.spacing(np.float32(max(np.max(np.abs(x[np.isfinite(x)]),
+                                            initial=1.0), 1.0)))
+    diff = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+    worst = max(worst, float(np.max(diff)) / float(unit))
+  return round(worst, 2)
+
+
+@pytest.mark.fast_cases(1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_default_mode_rank3_equals_the_dense_sum_with_every_option(kind):
+  """With clipping and accumulation too, a rank-3 BCOO gives the dense
+  summed gradient's run bit for bit (parameters and state)."""
+  params = cube_params(12)
+  grads = cube_grad_seq(params, 12, seed=12)
+  kw = dict(clipnorm=0.7, weight_decay=0.01, use_ema=True,
+            ema_overwrite_frequency=3, gradient_accumulation_steps=2)
+  opt = getattr(ox, kind)(**kw)
+  sparse_run = trajectory(opt, params, grads)
+  dense_run = trajectory(opt, params, dense_of(grads))
+  for (p, s), (q, r) in zip(sparse_run, dense_run):
+    jax.tree.map(np.testing.assert_array_equal, (p, s), (q, r))
+
+
+def test_lazy_adamax_rank3_matches_tf_keras_sparse_reference():
+  """lazy_rows Adamax on a (ROWS, 2, DIM) table follows tf.keras's sparse
+  Adamax (numpy, above) over 30 steps; rows absent at a step keep every bit
+  of the table, m and v."""
+  table = jnp.asarray(np.random.default_rng(13).normal(size=CUBE),
+                      jnp.float32)
+  grads = cube_rows(30, seed=13, nnz=4)
+  kw = dict(learning_rate=0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-4)
+  ref = tf_keras_sparse_adamax(table, grads, **kw)
+  ours = trajectory(ox.adamax(**kw, lazy_rows=True), {"cube": table},
+                    [{"cube": g} for g in grads])
+  before = (np.asarray(table), np.zeros(CUBE), np.zeros(CUBE))
+  for t, ((w, m, v), (p, s)) in enumerate(zip(ref, ours)):
+    rule = s.inner[1]
+    got = (p["cube"], rule.m["cube"], rule.u["cube"])
+    for want, have in zip((w, m, v), got):  # Tolerance: as for rank 2.
+      np.testing.assert_allclose(have, want, rtol=2e-6, atol=1e-6,
+                                 err_msg=f"step {t}")
+    absent = np.setdiff1d(np.arange(ROWS), np.asarray(grads[t].indices))
+    for old, new in zip(before, got):
+      np.testing.assert_array_equal(
+          np.asarray(new)[absent].view(np.uint32),
+          np.asarray(old, np.float32)[absent].view(np.uint32))
+    before = got
+  np.testing.assert_array_equal(ours[-1][0]["cube"][:2], table[:2])
+  assert np.abs(ours[-1][0]["cube"][2:] - table[2:]).max() > 1e-2
+
+
+def _flat_rows(tree):
+  """``tree`` with every (ROWS, 2, DIM) array as (ROWS, 2 * DIM), BCOOs
+  too: the rank-2 table of the same rows."""
+  def leaf(x):
+    if isinstance(x, sparse.BCOO):
+      return sparse.BCOO((x.data.reshape(x.data.shape[0], -1), x.indices),
+                         shape=(ROWS, SLAB[0] * SLAB[1]))
+    if getattr(x, "shape", None) == CUBE:
+      return x.reshape(ROWS, -1)
+    return x
+  return jax.tree.map(leaf, tree,
+                      is_leaf=lambda x: isinstance(x, sparse.BCOO))
+
+
+@pytest.mark.fast_cases(1)
+@pytest.mark.parametrize("option", sorted(LAZY_OPTIONS))
+@pytest.mark.parametrize("kind", LAZY_KINDS)
+def test_lazy_rows_rank3_is_the_rank2_rule_on_the_same_rows(kind, option):
+  """lazy_rows on a rank-3 table moves it, and every slot, as lazy_rows
+  on the (ROWS, 2 * DIM) table of the same rows (the rank-2 semantics,
+  tested against tf.keras above: each rule is per element, the base
+  options act on the touched rows of a leaf); rows touched by no gradient
+  of an accumulation cycle keep every bit of the table and of every slot;
+  27 steps."""
+  params = cube_params(14)
+  params["cube"] = params["cube"].at[0, 0, 0].set(-0.0)
+  grads = cube_grad_seq(params, CUBE_STEPS, seed=14)
+  kw = _lazy_kwargs(kind, option)
+  k = kw.get("gradient_accumulation_steps") or 1
+  opt = getattr(ox, kind)(**kw)
+  run = trajectory(opt, params, grads)
+  flat = trajectory(opt, _flat_rows(params), [_flat_rows(g) for g in grads])
+  worst = 0.0
+  for t, ((p, s), (q, r)) in enumerate(zip(run, flat)):
+    for x, y in zip(jax.tree.leaves(_flat_rows((p, s))),
+                    jax.tree.leaves((q, r))):
+      np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7,
+                                 err_msg=f"step {t}")
+      if np.size(x):
+        worst = max(worst, float(np.max(np.abs(
+            np.asarray(x, np.float64) - np.asarray(y, np.float64)))))
+  print(f"{kind}-{option}: rank 3 vs rank 2, largest deviation "
+        f"{worst:.2e}")
+  prev_p, prev_s = params, opt.init(params)
+  for t, (p, s) in enumerate(run):
+    cycle = grads[t - t % k: t + 1]
+    seen = np.unique(np.concatenate([np.asarray(g["cube"].indices[:, 0])
+                                     for g in cycle]))
+    untouched = np.setdiff1d(np.arange(ROWS), seen)
+    slots = [x for x in jax.tree.leaves(s) if x.shape == CUBE]
+    old_slots = [x for x in jax.tree.leaves(prev_s) if x.shape == CUBE]
+    # Moments (none for SGD at momentum 0), EMA, accumulator.
+    assert len(slots) == len(old_slots) >= (option != "plain") + (
+        kind != "sgd")
+    for old, new in zip([prev_p["cube"]] + old_slots, [p["cube"]] + slots):
+      np.testing.assert_array_equal(
+          np.asarray(new)[untouched].view(np.uint32),
+          np.asarray(old)[untouched].view(np.uint32), err_msg=f"step {t}")
+    prev_p, prev_s = p, s
+  assert np.signbit(run[-1][0]["cube"][0, 0, 0])
+  assert np.abs(run[-1][0]["cube"][2:] - params["cube"][2:]).max() > 1e-3
+
+
+@pytest.mark.fast_cases(1)
+@pytest.mark.parametrize("kind", LAZY_KINDS)
+def test_lazy_rows_rank3_touching_every_row_is_the_dense_rule(kind):
+  """A rank-3 BCOO touching every row (shuffled) moves the table as the
+  dense rule does, with every base option."""
+  params = cube_params(15)
+  grads = cube_grad_seq(params, 12, seed=15, all_rows=True)
+  kw = _lazy_kwargs(kind, "everything")
+  lazy = trajectory(getattr(ox, kind)(**kw), params, grads)
+  dense = trajectory(getattr(ox, kind)(**dict(kw, lazy_rows=False)), params,
+                     dense_of(grads))
+  for (p, _), (q, _) in zip(lazy, dense):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-6, atol=1e-7), p, q)
+
+
+def _bad_cube(kind):
+  cube = jnp.zeros(CUBE).at[3, 1, 2].set(1.0).at[5, 0, 1].set(2.0)
+  if kind == "element_sparse":  # Indices over axes 0 and 1.
+    return sparse.BCOO.fromdense(cube, n_dense=1)
+  if kind == "element_sparse_all_axes":
+    return sparse.BCOO.fromdense(cube)
+  return sparse.BCOO.fromdense(jnp.stack([cube, cube]), n_batch=1,
+                               n_dense=2)
+
+
+@pytest.mark.fast_cases(1)
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("bad", ["element_sparse", "element_sparse_all_axes",
+                                 "batched"])
+def test_element_sparse_rank3_bcoo_is_refused_naming_the_leaf(bad, lazy):
+  """A rank-3 BCOO whose indices run over more than axis 0 (or a batched
+  one) is not row-sparse: a ValueError naming the leaf and the layout."""
+  g = _bad_cube(bad)
+  words = {"element_sparse": "n_sparse=2", "element_sparse_all_axes":
+           "n_sparse=3", "batched": "n_batch=1"}[bad]
+  params = {"layer": {"cube": jnp.zeros(CUBE)}}
+  if bad == "batched":
+    params = {"layer": {"cube": jnp.zeros((2,) + CUBE)}}
+  opt = ox.adam(lazy_rows=lazy)
+  state = opt.init(params)
+  with pytest.raises(ValueError, match=words) as info:
+    opt.update({"layer": {"cube": g}}, state, params)
+  assert "['layer']['cube']" in str(info.value)
+  assert "whole rows along axis 0" in str(info.value)

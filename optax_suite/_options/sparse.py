@@ -1,10 +1,11 @@
 """Row-sparse gradients (``BCOO``) and tf.keras's lazy row updates.
 
 A gradient leaf may be a ``jax.experimental.sparse.BCOO`` with
-``n_batch=0, n_dense=1``: indices ``[nnz, 1]`` naming rows of a 2-D
-parameter, data ``[nnz, dim]``, rows possibly repeated (JAX's
-``IndexedSlices``). By default it is summed into the dense gradient, which is
-what Keras 3 does. :func:`lazy_rows` instead runs a transformation on the
+``n_batch=0, n_sparse=1``: indices ``[nnz, 1]`` naming rows (along axis 0)
+of a parameter of rank 2 or more, data ``[nnz, *shape[1:]]`` (so
+``n_dense = ndim - 1``), rows possibly repeated (JAX's ``IndexedSlices``).
+By default it is summed into the dense gradient, which is what Keras 3
+does. :func:`lazy_rows` instead runs a transformation on the
 touched rows only: it gathers those rows of the parameter and of every slot
 laid out like the parameter, runs the transformation's own ``update`` on the
 gathered rows (as on a variable made of just those rows), scatters the new
@@ -42,8 +43,10 @@ def has_row_sparse(tree: Any) -> bool:
 def check_row_sparse(tree: Any, params: Any = None) -> None:
   """Raises a ``ValueError`` naming the leaf of any malformed ``BCOO``.
 
-  A row-sparse leaf must have ``n_batch=0, n_sparse=1, n_dense=1`` (indices
-  ``[nnz, 1]``, data ``[nnz, dim]``), the shape of its parameter, and, when
+  A row-sparse leaf must have ``n_batch=0, n_sparse=1`` and ``n_dense =
+  ndim - 1 >= 1`` (indices ``[nnz, 1]``, data ``[nnz, *shape[1:]]``: whole
+  rows along axis 0; an element-sparse ``BCOO``, indices over more axes, is
+  refused), the shape of its parameter, and, when
   its indices are concrete (outside ``jax.jit``), rows in ``[0, rows)``.
   Under ``jax.jit`` the indices cannot be checked: a row out of range is
   dropped (neither summed nor written), as JAX's scatter does.
@@ -57,12 +60,13 @@ def check_row_sparse(tree: Any, params: Any = None) -> None:
     if not is_row_sparse(g):
       continue
     name = jax.tree_util.keystr(path) or "<root>"
-    if g.n_batch != 0 or g.n_dense != 1 or g.n_sparse != 1:
+    if g.n_batch != 0 or g.n_sparse != 1 or g.n_dense < 1:
       raise ValueError(
-          f"Row-sparse gradient at {name}: a BCOO gradient must have "
-          "n_batch=0, n_sparse=1, n_dense=1 (indices [nnz, 1], data "
-          f"[nnz, dim]). Received: n_batch={g.n_batch}, "
-          f"n_sparse={g.n_sparse}, n_dense={g.n_dense}, shape={g.shape}")
+          f"Row-sparse gradient at {name}: a BCOO gradient must be sparse "
+          "in whole rows along axis 0, n_batch=0, n_sparse=1, "
+          "n_dense=ndim-1 >= 1 (indices [nnz, 1], data [nnz, *shape[1:]]). "
+          f"Received: n_batch={g.n_batch}, n_sparse={g.n_sparse}, "
+          f"n_dense={g.n_dense}, shape={g.shape}")
     p = by_path.get(jax.tree_util.keystr(path))
     if p is not None and tuple(jnp.shape(p)) != tuple(g.shape):
       raise ValueError(
@@ -96,7 +100,12 @@ def densify(tree: Any) -> Any:
 class Rows(NamedTuple):
   """Unique touched rows of a row-sparse leaf (padded with ``rows``)."""
   ids: jax.Array  # int32 [nnz], sorted; padding (and bad rows) = n_rows.
-  data: jax.Array  # [nnz, dim], the summed gradient rows (0 on padding).
+  data: jax.Array  # [nnz, *row], the summed gradient rows (0 on padding).
+
+
+def _per_row(mask: jax.Array, ndim: int) -> jax.Array:
+  """A ``[nnz]`` mask shaped to broadcast over ``[nnz, *row]`` data."""
+  return mask[(slice(None),) + (None,) * (ndim - 1)]  # [:, None] for 2-D.
 
 
 def unique_rows(g) -> Rows:
@@ -120,7 +129,7 @@ def unique_rows(g) -> Rows:
       ordered, mode="drop", unique_indices=True)
   inverse = jnp.searchsorted(uniq, ids)
   data = jax.ops.segment_sum(g.data, inverse, num_segments=nnz)
-  data = jnp.where((uniq < n)[:, None], data, 0).astype(g.dtype)
+  data = jnp.where(_per_row(uniq < n, data.ndim), data, 0).astype(g.dtype)
   return Rows(uniq, data)
 
 
@@ -217,6 +226,25 @@ def lazy_rows(
     Array([0.90000004, 1.        , 0.90000004, 1.        ], dtype=float32)
     >>> state[0].m[:, 0]  # and so are their moments
     Array([0.1, 0. , 0.2, 0. ], dtype=float32)
+
+    A table of rank 3 or more takes a ``BCOO`` of whole rows along axis 0
+    too (indices ``[nnz, 1]``, data ``[nnz, 2, 3]`` here: ``n_dense=2``),
+    in an optimizer's default mode (Keras's numbers: the dense sum) as with
+    ``lazy_rows=True``; a ``BCOO`` sparse over more axes is refused:
+
+    >>> cube = jnp.ones((4, 2, 3))
+    >>> g3 = sparse.BCOO((jnp.ones((3, 2, 3)), jnp.array([[3], [1], [3]])),
+    ...                  shape=(4, 2, 3))
+    >>> for opt in (ox.adam(0.1), ox.adam(0.1, lazy_rows=True)):
+    ...   updates, state = opt.update(g3, opt.init(cube), cube)
+    ...   print(ox.apply_updates(cube, updates)[:, 0, 0])
+    [1.        0.900001  1.        0.9000008]
+    [1.        0.900001  1.        0.9000008]
+    >>> try:
+    ...   opt.update(sparse.BCOO.fromdense(cube, n_dense=1), state, cube)
+    ... except ValueError as e:
+    ...   print(str(e)[:70])
+    Row-sparse gradient at <root>: a BCOO gradient must be sparse in whole
   """
   return _lazy_rows(inner, check=True)
 
@@ -265,7 +293,8 @@ def _lazy_rows(inner, check):
         roles, state, new_small)
     out_leaves = treedef.flatten_up_to(out)
     for i, r in rows.items():
-      data = jnp.where((r.ids < shapes[i][0])[:, None], out_leaves[i], 0)
+      data = jnp.where(_per_row(r.ids < shapes[i][0], len(shapes[i])),
+                       out_leaves[i], 0)
       out_leaves[i] = to_bcoo(Rows(r.ids, data.astype(out_leaves[i].dtype)),
                               shapes[i])
     return jax.tree.unflatten(treedef, out_leaves), new_state
@@ -285,14 +314,15 @@ class RowAccumulationState(NamedTuple):
   """
   count: chex.Array  # int32 [], calls so far (Keras `_iterations`).
   accumulated: optax.Updates  # like params (acc dtype), sum since last update.
-  touched: Any  # bool [rows] per 2-D float leaf (None otherwise): rows seen.
+  touched: Any  # bool [rows] per float leaf of rank >= 2 (else None).
   inner_state: optax.OptState  # state of the wrapped transformation.
 
 
 def _touched_slot(p):
-  if not _trees.is_trainable(p) or jnp.ndim(p) != 2:
+  if not _trees.is_trainable(p) or jnp.ndim(p) < 2:
     return None
-  return _trees.zeros_like(p[:, 0]) != 0  # Keeps the rows' sharding.
+  first = (slice(None),) + (0,) * (jnp.ndim(p) - 1)
+  return _trees.zeros_like(p[first]) != 0  # Keeps the rows' sharding.
 
 
 def accumulate_rows(
@@ -354,7 +384,8 @@ def accumulate_rows(
     for i, g in enumerate(leaves):
       if is_row_sparse(g):
         if marks[i] is None:
-          raise ValueError("A row-sparse gradient needs a 2-D float param.")
+          raise ValueError(
+              "A row-sparse gradient needs a float param of rank >= 2.")
         rows[i] = unique_rows(g)
         nnz, n = g.indices.shape[0], g.shape[0]
         sizes[i] = max(nnz, min(n, k * nnz))
