@@ -51,8 +51,10 @@ def migrate_state(
   ``optax.adam``'s, a dict whose keys are not those of ``new_opt``'s
   state).
 
-  A plain dict (``flax.serialization.to_state_dict`` of a state) is read
-  as ``new_opt``'s state when its keys are that state's fields; a dict of
+  A plain dict (``flax.serialization.to_state_dict`` of a state, or an
+  orbax restore without a target, which gives lists for tuples and ``None``
+  for empty states) is read as ``new_opt``'s state when its keys are that
+  state's fields; a dict of
   another configuration's state must first be restored into that
   configuration's state (``from_state_dict(jax.eval_shape(old_opt.init,
   params), d)``).
@@ -108,6 +110,13 @@ def _from_state_dict(template: Any, d: Any, path: str) -> Any:
   """``d`` (``flax.serialization.to_state_dict`` of a state like
   ``template``) as that state; a ``ValueError`` names the first key that
   does not match."""
+  if not jax.tree.leaves(template) and not jax.tree.leaves(d):
+    return template  # EmptyState and the like (orbax restores it as None).
+  if (_is_chain(template) and isinstance(d, (tuple, list))
+      and len(d) == len(template)):  # A chain as orbax restores it: a list.
+    return type(template)(
+        _from_state_dict(c, x, f"{path}[{i}]")
+        for i, (c, x) in enumerate(zip(template, d)))
   if _is_state(template) or isinstance(template, (tuple, list, dict)):
     if _is_state(template):
       keys = list(template._fields)
