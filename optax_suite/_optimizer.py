@@ -332,8 +332,9 @@ def _check_state(rule, options, state, params, updates) -> None:
   Another optimizer's state (``ox.sgd().init(p)`` given to ``ox.adam()``),
   optax's own, or one for other parameters would fail deep inside the rule
   with an ``AttributeError``, or worse run; it is refused here with both
-  structures shown. The expected structure is ``jax.eval_shape`` of
-  ``init``, once per parameter layout.
+  structures shown, and a leaf of another shape (a state for other
+  parameters) with its path. The expected structure and shapes are
+  ``jax.eval_shape`` of ``init``, once per parameter layout.
   """
   if not isinstance(state, KerasOptimizerState):
     raise ValueError(
@@ -348,19 +349,29 @@ def _check_state(rule, options, state, params, updates) -> None:
   entry = _STATE_STRUCTURES.get(key)
   if entry is None or entry[0] is not rule or entry[1] is not options:
     try:
-      expected = jax.tree.structure(jax.eval_shape(
-          functools.partial(_init, rule, options), template))
+      abstract = jax.eval_shape(functools.partial(_init, rule, options),
+                                template)
+      expected = (jax.tree.structure(abstract), [
+          (jax.tree_util.keystr(path), x.shape)
+          for path, x in jax.tree_util.tree_leaves_with_path(abstract)])
     except Exception:  # pylint: disable=broad-except
       return  # Gradients that are not parameter-like: nothing to compare.
     if len(_STATE_STRUCTURES) >= 64:
       _STATE_STRUCTURES.pop(next(iter(_STATE_STRUCTURES)))
     entry = _STATE_STRUCTURES[key] = (rule, options, expected)
+  structure, shapes = entry[2]
   got: Any = jax.tree.structure(state)
-  if got != entry[2]:
+  if got != structure:
     raise ValueError(
         "`state` is not a state of this optimizer for these parameters (is "
         "it another optimizer's, or another configuration's?).\n"
-        f"  state:    {got}\n  expected: {entry[2]}")
+        f"  state:    {got}\n  expected: {structure}")
+  for leaf, (path, shape) in zip(jax.tree.leaves(state), shapes):
+    if jnp.shape(leaf) != shape:
+      raise ValueError(
+          f"`state` leaf state{path} has shape {jnp.shape(leaf)}, but these "
+          f"parameters give it shape {shape} (is it a state for other "
+          "parameters?).")
 
 
 def _prepare(options, needs, updates, state, params) -> tuple:

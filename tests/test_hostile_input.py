@@ -438,6 +438,26 @@ def test_state_of_another_optimizer_is_refused(make_state, fused):
       opt.update(params, state, params)
 
 
+@pytest.mark.fast_cases(2)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_state_for_parameters_of_another_shape_is_refused_naming_the_leaf(
+    name, jit):
+  """Issue 18 item 9: a state of the right structure for parameters of
+  another shape (rows (4, 3) where the parameter has (2, 3)) raised a
+  TypeError from a broadcast deep in the rule, or broadcast silently; it is
+  a ValueError naming the state's leaf and both shapes, and nothing runs."""
+  opt = getattr(ox, name)(use_ema=True, gradient_accumulation_steps=2)
+  params = {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}
+  state = opt.init({"kernel": jnp.ones((4, 3)), "bias": jnp.zeros(3)})
+  grads = jax.tree.map(jnp.ones_like, params)
+  update = jax.jit(opt.update) if jit else opt.update
+  with pytest.raises(ValueError, match=r"`state` leaf state\S*\['kernel'\] "
+                     r"has shape \(4, 3\), but these parameters give it "
+                     r"shape \(2, 3\)"):
+    update(grads, state, params)
+
+
 @pytest.mark.parametrize("mask,match", [
     (5, r"weight_decay_mask=5"), ("w", r"weight_decay_mask='w'"),
     ({"w": True, "b": 1}, r"weight_decay_mask\['b'\]=1"),
