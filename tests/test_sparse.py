@@ -888,3 +888,16 @@ def test_element_sparse_rank3_bcoo_is_refused_naming_the_leaf(bad, lazy):
     opt.update({"layer": {"cube": g}}, state, params)
   assert "['layer']['cube']" in str(info.value)
   assert "whole rows along axis 0" in str(info.value)
+
+
+def test_accumulate_rows_names_a_row_sparse_leaf_it_cannot_mark():
+  """A row-sparse gradient of a 1-D leaf (no rows to mark) is a ValueError
+  naming the leaf and the BCOO, not a bare message."""
+  tx = ox.accumulate_rows(ox.lazy_rows(optax.sgd(1.0)), 2)
+  params = {"v": jnp.zeros(3), "t": jnp.zeros((3, 2))}
+  state = tx.init(params)
+  grads = {"v": sparse.BCOO((jnp.ones(1), jnp.array([[1]])), shape=(3,)),
+           "t": jnp.ones((3, 2))}
+  with pytest.raises(ValueError, match=r"at \['v'\] needs a float parameter "
+                     r"of rank >= 2.*shape \(3,\)"):
+    tx.update(grads, state)

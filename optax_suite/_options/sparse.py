@@ -384,8 +384,13 @@ def accumulate_rows(
     for i, g in enumerate(leaves):
       if is_row_sparse(g):
         if marks[i] is None:
+          path = jax.tree_util.tree_flatten_with_path(
+              updates, is_leaf=_leaf)[0][i][0]
           raise ValueError(
-              "A row-sparse gradient needs a float param of rank >= 2.")
+              "accumulate_rows: the row-sparse gradient at "
+              f"{jax.tree_util.keystr(path) or '<root>'} needs a float "
+              "parameter of rank >= 2 (the rows it marks). Received a "
+              f"BCOO of shape {g.shape}, dtype {g.dtype}.")
         rows[i] = unique_rows(g)
         nnz, n = g.indices.shape[0], g.shape[0]
         sizes[i] = max(nnz, min(n, k * nnz))
