@@ -64,7 +64,11 @@ def migrate_state(
   (which may differ from the old one's): the next call is its first
   micro-step. A half-filled accumulator keeps its cycle position, which is
   only right for the same number of steps: change
-  ``gradient_accumulation_steps`` right after an update step.
+  ``gradient_accumulation_steps`` right after an update step. An
+  accumulator that is all zeros because every gradient since the last
+  update was exactly zero cannot be told from an empty one: it too starts
+  a new cycle, which moves the next update call. Checkpoint (and migrate)
+  right after an update step to be safe from this.
 
   Args:
     old_state: the restored state of the old optimizer.
