@@ -162,8 +162,12 @@ def table_params(seed=0):
   return params
 
 
-def row_grads(steps, seed=0, nnz=6, rows=ROWS, all_rows=False):
-  """BCOO gradients: ids with repeats, rows 0 and 1 never touched."""
+def row_grads(steps, seed=0, nnz=6, rows=ROWS, all_rows=False,
+              row_shape=(DIM,), crowded=False):
+  """BCOO gradients of a `(rows, *row_shape)` table: ids with repeats, rows
+  0 and 1 never touched (unless `all_rows`: every row once, shuffled),
+  large values every 5th step. `crowded`: also one row six times every 7th
+  step and exact zeros in places every 5th."""
   rng = np.random.default_rng(seed)
   out = []
   for t in range(steps):
@@ -172,10 +176,15 @@ def row_grads(steps, seed=0, nnz=6, rows=ROWS, all_rows=False):
     else:
       ids = rng.integers(2, rows, size=nnz)
       ids[-1] = ids[0]  # Always one repeated row.
-    data = rng.normal(size=(len(ids), DIM)) * (100.0 if t % 5 == 2 else 1.0)
+      if crowded and t % 7 == 3:
+        ids[:] = ids[0]
+    data = rng.normal(size=(len(ids),) + tuple(row_shape)) * (
+        100.0 if t % 5 == 2 else 1.0)
+    if crowded and t % 5 == 1:
+      data = data * (rng.random(data.shape) < 0.5)
     out.append(sparse.BCOO((jnp.asarray(data, jnp.float32),
                             jnp.asarray(ids[:, None], jnp.int32)),
-                           shape=(rows, DIM)))
+                           shape=(rows,) + tuple(row_shape)))
   return out
 
 

@@ -167,21 +167,19 @@ def tf_keras_sparse_adamax(table, grads, learning_rate, beta_1, beta_2,
   return out
 
 
-def test_lazy_adamax_matches_tf_keras_sparse_reference():
-  """lazy_rows Adamax follows tf.keras's sparse Adamax over 30 steps with
-  repeated and absent rows; rows absent at a step keep every bit of the
-  table, m and v, and rows never touched (0 and 1) stay as they started."""
-  table = jnp.asarray(np.random.default_rng(7).normal(size=(ROWS, DIM)),
-                      jnp.float32)
-  grads = row_grads(30, seed=7, nnz=4)
+def assert_lazy_adamax_follows_tf_keras(table, grads, name):
+  """lazy_rows Adamax on `table` (leaf `name`) against tf.keras's sparse
+  Adamax (numpy, above), step by step; rows absent at a step keep every bit
+  of the table, m and v, and rows never touched (0 and 1) stay as they
+  started, while the others move."""
   kw = dict(learning_rate=0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-4)
   ref = tf_keras_sparse_adamax(table, grads, **kw)
-  ours = trajectory(ox.adamax(**kw, lazy_rows=True), {"embed": table},
-                    [{"embed": g} for g in grads])
-  before = (np.asarray(table), np.zeros((ROWS, DIM)), np.zeros((ROWS, DIM)))
+  ours = trajectory(ox.adamax(**kw, lazy_rows=True), {name: table},
+                    [{name: g} for g in grads])
+  before = (np.asarray(table), np.zeros(table.shape), np.zeros(table.shape))
   for t, ((w, m, v), (p, s)) in enumerate(zip(ref, ours)):
     rule = s.inner[1]  # The chain is (clip, rule, decay).
-    got = (p["embed"], rule.m["embed"], rule.u["embed"])
+    got = (p[name], rule.m[name], rule.u[name])
     # Keras's m + (g - m)(1 - beta_1) rounds unlike tf's beta_1 m +
     # (1 - beta_1) g; |m| reaches ~20, where a float32 ulp is 2e-6.
     for want, have in zip((w, m, v), got):
@@ -193,8 +191,18 @@ def test_lazy_adamax_matches_tf_keras_sparse_reference():
           np.asarray(new)[absent].view(np.uint32),
           np.asarray(old, np.float32)[absent].view(np.uint32))
     before = got
-  np.testing.assert_array_equal(ours[-1][0]["embed"][:2], table[:2])
-  assert np.abs(ours[-1][0]["embed"][2:] - table[2:]).max() > 1e-2
+  np.testing.assert_array_equal(ours[-1][0][name][:2], table[:2])
+  assert np.abs(ours[-1][0][name][2:] - table[2:]).max() > 1e-2
+
+
+def test_lazy_adamax_matches_tf_keras_sparse_reference():
+  """lazy_rows Adamax follows tf.keras's sparse Adamax over 30 steps with
+  repeated and absent rows; rows absent at a step keep every bit of the
+  table, m and v, and rows never touched (0 and 1) stay as they started."""
+  table = jnp.asarray(np.random.default_rng(7).normal(size=(ROWS, DIM)),
+                      jnp.float32)
+  assert_lazy_adamax_follows_tf_keras(table, row_grads(30, seed=7, nnz=4),
+                                      "embed")
 
 
 LAZY_OPTIONS = {
@@ -638,24 +646,8 @@ def cube_rows(steps, seed, nnz=6, all_rows=False):
   """Rank-3 BCOO gradients: a repeated row at every step, one row six times
   every 7th step, large values every 5th, exact zeros in places; rows 0 and
   1 never touched (unless ``all_rows``: every row once, shuffled)."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for t in range(steps):
-    if all_rows:
-      ids = rng.permutation(ROWS)
-    else:
-      ids = rng.integers(2, ROWS, size=nnz)
-      ids[-1] = ids[0]
-      if t % 7 == 3:
-        ids[:] = ids[0]
-    data = rng.normal(size=(len(ids),) + SLAB) * (100.0 if t % 5 == 2
-                                                  else 1.0)
-    if t % 5 == 1:
-      data = data * (rng.random(data.shape) < 0.5)
-    out.append(sparse.BCOO((jnp.asarray(data, jnp.float32),
-                            jnp.asarray(ids[:, None], jnp.int32)),
-                           shape=CUBE))
-  return out
+  return row_grads(steps, seed=seed, nnz=nnz, all_rows=all_rows,
+                   row_shape=SLAB, crowded=True)
 
 
 def cube_grad_seq(params, steps, seed, **kw):
@@ -758,26 +750,8 @@ def test_lazy_adamax_rank3_matches_tf_keras_sparse_reference():
   of the table, m and v."""
   table = jnp.asarray(np.random.default_rng(13).normal(size=CUBE),
                       jnp.float32)
-  grads = cube_rows(30, seed=13, nnz=4)
-  kw = dict(learning_rate=0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-4)
-  ref = tf_keras_sparse_adamax(table, grads, **kw)
-  ours = trajectory(ox.adamax(**kw, lazy_rows=True), {"cube": table},
-                    [{"cube": g} for g in grads])
-  before = (np.asarray(table), np.zeros(CUBE), np.zeros(CUBE))
-  for t, ((w, m, v), (p, s)) in enumerate(zip(ref, ours)):
-    rule = s.inner[1]
-    got = (p["cube"], rule.m["cube"], rule.u["cube"])
-    for want, have in zip((w, m, v), got):  # Tolerance: as for rank 2.
-      np.testing.assert_allclose(have, want, rtol=2e-6, atol=1e-6,
-                                 err_msg=f"step {t}")
-    absent = np.setdiff1d(np.arange(ROWS), np.asarray(grads[t].indices))
-    for old, new in zip(before, got):
-      np.testing.assert_array_equal(
-          np.asarray(new)[absent].view(np.uint32),
-          np.asarray(old, np.float32)[absent].view(np.uint32))
-    before = got
-  np.testing.assert_array_equal(ours[-1][0]["cube"][:2], table[:2])
-  assert np.abs(ours[-1][0]["cube"][2:] - table[2:]).max() > 1e-2
+  assert_lazy_adamax_follows_tf_keras(table, cube_rows(30, seed=13, nnz=4),
+                                      "cube")
 
 
 def _flat_rows(tree):
