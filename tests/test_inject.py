@@ -24,6 +24,7 @@ factory (Python floats) use the tolerance for injected hyperparameters
 """
 
 import os
+import re
 import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -42,6 +43,7 @@ from keras_oracle import ULPS  # noqa: E402
 from keras_oracle import ULPS_INJECTED  # noqa: E402
 from keras_oracle import assert_trajectories_match  # noqa: E402
 from keras_oracle import build_keras  # noqa: E402
+from keras_oracle import keras_trajectory  # noqa: E402
 from keras_oracle import make_params  # noqa: E402
 from keras_oracle import max_deviation  # noqa: E402
 from keras_oracle import ours_trajectory  # noqa: E402
@@ -236,7 +238,8 @@ def test_wrapper_keeps_a_zero_argument_learning_rate_static():
 def test_wrapper_keeps_schedule_free_warmup_steps_static():
   """ScheduleFreeAdamW's `warmup_steps` is an integer step count: injected,
   it would become a float32 array, which the factory refuses. It stays
-  static, and the warmup runs as in the plain factory."""
+  static, and over 25 steps the warmup runs as in Keras's ScheduleFreeAdamW
+  and in the plain factory."""
   params = make_params(4)
   grads = varied_grads(params, STEPS, seed=4)
   kwargs = dict(learning_rate=0.05, warmup_steps=7, weight_decay=0.01)
@@ -245,12 +248,33 @@ def test_wrapper_keeps_schedule_free_warmup_steps_static():
   assert "warmup_steps" not in state.hyperparams
   assert "learning_rate" in state.hyperparams
   got, _ = ours_trajectory(opt, params, grads)
+  keras_run, _ = keras_trajectory("schedule_free_adamw", params, grads,
+                                  **kwargs)
+  assert_trajectories_match(keras_run, got, STEPS, ulps=ULPS_INJECTED)
   plain, _ = ours_trajectory(ox.schedule_free_adamw(**kwargs), params, grads)
   assert_trajectories_match(plain, got, STEPS, ulps=ULPS_INJECTED)
   # The warmup acts: without it the trajectory is far from this one.
   no_warmup, _ = ours_trajectory(
       ox.schedule_free_adamw(**dict(kwargs, warmup_steps=0)), params, grads)
   assert max_deviation(no_warmup, got) > FAR
+
+
+@pytest.mark.parametrize("bad", [2.5, -1, "7", True])
+def test_wrapper_refuses_a_bad_schedule_free_warmup_steps(bad):
+  """Static, `warmup_steps` is checked as the factory checks it: a
+  ValueError naming it and the value, at construction."""
+  with pytest.raises(ValueError, match=re.escape(
+      f"`warmup_steps` must be an integer >= 0. Received: "
+      f"warmup_steps={bad!r}")):
+    ox.inject_hyperparams(ox.schedule_free_adamw)(warmup_steps=bad)
+
+
+def test_wrapper_refuses_a_bad_injected_number_at_construction():
+  """An injected number is checked when the optimizer is made, as the
+  factory checks it (optax builds the factory only at `init`)."""
+  with pytest.raises(ValueError, match=re.escape(
+      "`beta_1` must be in the range [0, 1). Received: beta_1=1.5")):
+    ox.inject_hyperparams(ox.adam)(beta_1=1.5)
 
 
 def test_wrapper_changes_learning_rate_without_retrace():

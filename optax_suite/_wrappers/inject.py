@@ -58,7 +58,9 @@ def inject_hyperparams(
   float32; set them with the same dtype, ``jnp.asarray(v, jnp.float32)``.
 
   Integer numbers (``learning_rate=1``, Muon's ``adam_lr_ratio=1``) are
-  injected as floats too. A value set in ``state.hyperparams`` is checked
+  injected as floats too. Every argument is checked at construction, as the
+  factory checks it (a ``ValueError`` naming it). A value set in
+  ``state.hyperparams`` is checked
   at the next ``update`` (or :func:`optax_suite.apply`) outside
   ``jax.jit``, as the factory checks it: a NaN, out-of-range or non-scalar
   value raises a ``ValueError`` naming it. Under ``jax.jit`` the values are
@@ -117,6 +119,9 @@ def inject_hyperparams(
         k: _as_float_number(v) if k not in names else v
         for k, v in bound.arguments.items()}
     call = inspect.BoundArguments(signature, arguments)
+    # optax builds the factory at `init`: build it once now, so that a bad
+    # argument is a ValueError at construction, as with the factory itself.
+    factory(*call.args, **call.kwargs)
     tx = inject(factory)(*call.args, **call.kwargs)
     # The same injection over the factory's fused step: optax passes the
     # inner `update`'s output through, here the new parameters.
